@@ -41,6 +41,12 @@ class MammogramMeta:
     shape: tuple[int, ...] = ()
     transfer_syntax_uid: str = ""
     files: tuple[str, ...] = ()  # every file behind the array (a folder or list)
+    sop_instance_uid: str = ""
+    image_type: tuple[str, ...] = ()
+    pixel_intensity_relationship_sign: int | None = None  # +1: higher value = more X-rays
+    has_voi_lut: bool = False  # a VOI LUT Sequence is present (window values may be absent)
+    lossy_compressed: bool = False  # LossyImageCompression "01" or a lossy transfer syntax
+    burned_in_annotation: str = ""  # YES / NO / "" when absent
     # Header of the source instance without PixelData, for write_derived; not compared or shown.
     dataset: Any = field(default=None, repr=False, compare=False)
 
