@@ -1,0 +1,414 @@
+"""``mammo-denoise``: the command line over the core API.
+
+Thin by design: parse, call the same functions the napari widgets call, print. Every error the
+user can act on is one line on stderr and exit status 2; nothing here knows any physics.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+from pathlib import Path
+
+from mammo_denoise import __version__
+from mammo_denoise.errors import MammoDenoiseError
+
+EXIT_USER_ERROR = 2
+
+
+# --------------------------------------------------------------------------- parsing helpers
+def _fraction(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
+    if not 0.0 < value <= 1.0:
+        raise argparse.ArgumentTypeError(f"dose fraction must be in (0, 1], got {text}")
+    return value
+
+
+def _size(text: str) -> tuple[int, int]:
+    try:
+        rows, cols = (int(v) for v in text.lower().split("x"))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"size must look like ROWSxCOLS, e.g. 3328x2560, got {text!r}") from None
+    if rows < 32 or cols < 32:
+        raise argparse.ArgumentTypeError(f"size must be at least 32x32, got {text}")
+    return rows, cols
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not an integer: {text!r}") from None
+    if value <= 0:
+        raise argparse.ArgumentTypeError(f"must be positive, got {text}")
+    return value
+
+
+def _dicom_inputs(path: Path) -> list[Path]:
+    """The DICOM files a command should process: the file itself, or a folder's files in order."""
+    if not path.exists():
+        raise MammoDenoiseError("no such file or folder", path=path)
+    if path.is_file():
+        return [path]
+    files = sorted(p for p in path.rglob("*") if p.is_file() and not p.name.startswith("."))
+    if not files:
+        raise MammoDenoiseError("folder contains no files", path=path)
+    return files
+
+
+def _output_for(src: Path, inputs_root: Path, out: Path, suffix: str) -> Path:
+    """Where a derived file goes: OUT itself for one file, else a mirror of the input tree."""
+    if inputs_root.is_file():
+        return out
+    rel = src.relative_to(inputs_root)
+    return (out / rel).with_name(f"{rel.stem}{suffix}.dcm")
+
+
+class _Progress:
+    """A one-line progress bar on stderr (only when it is a terminal or forced)."""
+
+    def __init__(self, label: str, enabled: bool):
+        self.label, self.enabled, self.start = label, enabled, time.perf_counter()
+
+    def __call__(self, done: int, total: int) -> None:
+        if not self.enabled:
+            return
+        width = 30
+        filled = int(width * done / max(total, 1))
+        elapsed = time.perf_counter() - self.start
+        sys.stderr.write(f"\r{self.label} [{'#' * filled}{'.' * (width - filled)}] {done}/{total} {elapsed:5.1f}s")
+        if done >= total:
+            sys.stderr.write("\n")
+        sys.stderr.flush()
+
+
+# --------------------------------------------------------------------------- commands
+def cmd_phantom(args) -> int:
+    import numpy as np
+
+    from mammo_denoise.io import write_mammogram
+    from mammo_denoise.physics.phantom import make_phantom
+
+    phantom = make_phantom(seed=args.seed, shape=args.size, view=args.view, laterality=args.laterality, dose=args.dose)
+    out = write_mammogram(phantom.noisy, args.out, phantom.meta,
+                          description=f"synthetic phantom seed {args.seed}, dose {args.dose:g}")
+    print(f"wrote {out} ({phantom.noisy.shape[0]}x{phantom.noisy.shape[1]}, dose {args.dose:g}, "
+          f"{len(phantom.calcifications)} calcifications)")
+    if args.truth:
+        np.save(args.truth, phantom.truth_at(args.dose))
+        print(f"wrote {args.truth} (noise-free image at dose {args.dose:g})")
+    if args.png:
+        from mammo_denoise.render import save_png
+
+        save_png(args.png, phantom.noisy, meta=phantom.meta, params=phantom.params)
+        print(f"wrote {args.png}")
+    return 0
+
+
+def _noise_params_for(image, meta, args):
+    from mammo_denoise.physics.noise import estimate_noise_params
+    from mammo_denoise.physics.params import NoiseParams
+
+    if getattr(args, "gain", None) is not None:
+        return NoiseParams(args.offset or 0.0, args.gain, args.electronic_sigma or 0.0)
+    return estimate_noise_params(image)
+
+
+def cmd_simulate_dose(args) -> int:
+    import numpy as np
+
+    from mammo_denoise.io import read_mammogram, write_derived
+    from mammo_denoise.physics.dose import simulate_dose
+
+    rng = np.random.default_rng(args.seed)
+    root = Path(args.input)
+    for src in _dicom_inputs(root):
+        image, meta = read_mammogram(src)
+        params = _noise_params_for(image, meta, args)
+        low = simulate_dose(image, args.dose, params, method=args.method, rng=rng)
+        dest = _output_for(src, root, Path(args.output), f"_dose{round(100 * args.dose)}")
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        write_derived(low, meta, dest, description=(
+            f"Simulated dose reduction to {100 * args.dose:g} % ({args.method} method, seed {args.seed}); "
+            f"noise params offset {params.offset:.1f} gain {params.gain:.3f} sigma_e {params.electronic_sigma:.2f}"))
+        print(f"wrote {dest}")
+    return 0
+
+
+def cmd_noise_params(args) -> int:
+    from mammo_denoise.io import read_mammogram
+    from mammo_denoise.physics.noise import estimate_noise_params
+
+    results = []
+    for src in _dicom_inputs(Path(args.input)):
+        image, meta = read_mammogram(src)
+        params = estimate_noise_params(image, method=args.method)
+        results.append({"file": str(src), **params.to_dict(), "linear": meta.is_linear})
+        if not args.json:
+            note = "" if meta.is_linear else "  (not linear raw data: the Poisson-Gaussian model does not hold)"
+            print(f"{src}: offset {params.offset:.2f}  gain {params.gain:.4f}  "
+                  f"electronic_sigma {params.electronic_sigma:.3f}{note}")
+    if args.json:
+        print(json.dumps(results[0] if len(results) == 1 else results, indent=2))
+    return 0
+
+
+def _distributed_share(files: list[Path]) -> list[Path]:
+    """Under torchrun each process takes every WORLD_SIZE-th file."""
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    rank = int(os.environ.get("RANK", "0"))
+    return files[rank::world] if world > 1 else files
+
+
+def cmd_denoise(args) -> int:
+    from mammo_denoise.inference import denoise
+    from mammo_denoise.io import read_mammogram, write_derived
+    from mammo_denoise.models import load_model
+
+    model = load_model(args.model, device=None)
+    root = Path(args.input)
+    files = _distributed_share(_dicom_inputs(root))
+    show = not args.quiet and sys.stderr.isatty() or args.progress
+    for src in files:
+        image, meta = read_mammogram(src)
+        t0 = time.perf_counter()
+        result = denoise(image, model=model, meta=meta, device=args.device, tile=args.tile,
+                         overlap=args.overlap, batch_size=args.batch_size,
+                         progress=_Progress(src.name, show))
+        dest = _output_for(src, root, Path(args.output), "_denoised")
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        write_derived(result, meta, dest, description=f"Denoised with {model.name} (mammo-denoise {__version__})")
+        print(f"wrote {dest} ({time.perf_counter() - t0:.1f} s)")
+    return 0
+
+
+def cmd_demo(args) -> int:
+    """Phantom at low dose -> denoise with the shipped model -> DICOM + PNGs + numbers."""
+    from mammo_denoise.inference import denoise
+    from mammo_denoise.io import read_mammogram, write_derived, write_mammogram
+    from mammo_denoise.metrics import psnr, ssim
+    from mammo_denoise.models import load_model
+    from mammo_denoise.physics.phantom import make_phantom
+    from mammo_denoise.render import save_difference_png, save_panel_png, save_png
+
+    out = Path(args.output)
+    out.mkdir(parents=True, exist_ok=True)
+    phantom = make_phantom(seed=args.seed, shape=args.size, dose=args.dose)
+    noisy_path = write_mammogram(phantom.noisy, out / "noisy.dcm", phantom.meta,
+                                 description=f"synthetic phantom seed {args.seed}, dose {args.dose:g}")
+    model = load_model(args.model)
+    t0 = time.perf_counter()
+    denoised = denoise(phantom.noisy, model=model, params=phantom.params, meta=phantom.meta,
+                       device=args.device, progress=_Progress("denoise", sys.stderr.isatty()))
+    seconds = time.perf_counter() - t0
+    _, noisy_meta = read_mammogram(noisy_path)  # the written file is the derivative's source
+    write_derived(denoised, noisy_meta, out / "denoised.dcm", description=f"Denoised with {model.name}")
+    truth = phantom.truth_at(args.dose)
+    mask = phantom.mask
+    kw = dict(meta=phantom.meta, params=phantom.params)
+    save_png(out / "noisy.png", phantom.noisy, **kw)
+    save_png(out / "denoised.png", denoised, **kw)
+    save_difference_png(out / "difference.png", phantom.noisy - denoised)
+    save_panel_png(out / "comparison.png", [("noisy (%g %% dose)" % (100 * args.dose), phantom.noisy),
+                                             ("denoised", denoised), ("truth", truth)], **kw)
+    rng = float(truth[mask].max() - truth[mask].min())
+    print(f"phantom {phantom.noisy.shape[0]}x{phantom.noisy.shape[1]} at {100 * args.dose:g} % dose, "
+          f"model {model.name}, denoised in {seconds:.1f} s")
+    print(f"PSNR in the breast: noisy {psnr(phantom.noisy, truth, data_range=rng, mask=mask):.2f} dB -> "
+          f"denoised {psnr(denoised, truth, data_range=rng, mask=mask):.2f} dB; "
+          f"SSIM {ssim(phantom.noisy, truth, data_range=rng):.3f} -> {ssim(denoised, truth, data_range=rng):.3f}")
+    print(f"wrote {out}/noisy.dcm, denoised.dcm, noisy.png, denoised.png, difference.png, comparison.png")
+    return 0
+
+
+def cmd_train(args) -> int:
+    from mammo_denoise.training import TrainConfig, describe, train
+
+    dose_kw = {"dose_range": tuple(args.dose_range)} if args.dose_range else {"dose": args.dose}
+    config = TrainConfig(
+        architecture=args.architecture, init=args.init, paths=[Path(p) for p in args.data],
+        phantoms=args.phantoms, phantom_shape=args.phantom_size, epochs=args.epochs, iters_per_epoch=args.iters_per_epoch,
+        patch=args.patch, batch_size=args.batch_size, lr=args.lr, lr_schedule=args.lr_schedule,
+        patience=args.patience, loss=args.loss,
+        noise_model=args.noise_model, seed=args.seed, device=args.device, out=args.out,
+        name=args.name, resume=args.resume, command="mammo-denoise " + " ".join(sys.argv[1:]),
+        **dose_kw)
+    print(describe(config))
+
+    def report(msg):
+        kind = type(msg).__name__
+        if kind == "EpochEnd":
+            print(f"epoch {msg.epoch}/{msg.epochs}: train loss {msg.train_loss:.4f}  val loss "
+                  f"{msg.val_loss:.4f}  val PSNR {msg.val_psnr:.2f} dB  ({msg.seconds:.0f} s)", flush=True)
+        elif kind == "TrainDone":
+            print(f"wrote {msg.path} (best val PSNR {msg.best_val_psnr:.2f} dB)", flush=True)
+
+    train(config, progress=report)
+    return 0
+
+
+def cmd_models(args) -> int:
+    from mammo_denoise.models import list_models
+
+    infos = list_models()
+    if args.json:
+        print(json.dumps([{"name": i.name, "source": i.source, "path": str(i.path), "card": i.card}
+                          for i in infos], indent=2))
+        return 0
+    if not infos:
+        print("no models found")
+    for info in infos:
+        card = info.card
+        metrics = card.get("metrics", {})
+        summary = ", ".join(f"{k} {v:.3g}" if isinstance(v, float) else f"{k} {v}" for k, v in metrics.items())
+        print(f"{info.name:24s} {info.source:8s} {card.get('architecture', '?'):14s} "
+              f"{card.get('parameter_count', 0):>9,d} params  {summary}")
+        if args.verbose:
+            print(json.dumps(card, indent=2))
+    return 0
+
+
+# --------------------------------------------------------------------------- parser
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="mammo-denoise",
+        description="Physics-driven denoising of low-dose mammograms (DICOM in, derived DICOM out).")
+    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    p = sub.add_parser("phantom", help="write a synthetic MG For Processing DICOM phantom",
+                       description="Generate a physics-based synthetic mammogram (seeded) as an MG "
+                                   "For Processing DICOM file.")
+    p.add_argument("out", metavar="OUT.dcm", type=Path)
+    p.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
+    p.add_argument("--size", type=_size, default=(1024, 768), metavar="ROWSxCOLS",
+                   help="image size (default 1024x768; full field is 3328x2560)")
+    p.add_argument("--dose", type=_fraction, default=1.0, metavar="FRACTION",
+                   help="dose as a fraction of full dose (default 1.0)")
+    p.add_argument("--view", choices=["CC", "MLO"], default="CC")
+    p.add_argument("--laterality", choices=["L", "R"], default="L")
+    p.add_argument("--truth", type=Path, metavar="TRUTH.npy", help="also save the noise-free image (.npy)")
+    p.add_argument("--png", type=Path, metavar="PNG", help="also save a display rendering")
+    p.set_defaults(func=cmd_phantom)
+
+    p = sub.add_parser("simulate-dose", help="simulate a lower dose acquisition",
+                       description="Simulate a dose reduction on raw (FOR PROCESSING) DICOM files and "
+                                   "write derived DICOM.")
+    p.add_argument("input", metavar="IN", help="DICOM file or folder")
+    p.add_argument("-o", "--output", required=True, metavar="OUT",
+                   help="output file (for a file) or folder (for a folder)")
+    p.add_argument("--dose", type=_fraction, required=True, metavar="FRACTION",
+                   help="fraction of the original dose, e.g. 0.2 for an 80 %% reduction")
+    p.add_argument("--method", choices=["moments", "binomial", "seed"], default="moments",
+                   help="moments (default, exact mean and variance), binomial (integer photon "
+                        "counts), seed (the first seed's Poisson re-sampling)")
+    p.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
+    _noise_options(p)
+    p.set_defaults(func=cmd_simulate_dose)
+
+    p = sub.add_parser("noise-params", help="estimate detector offset, gain and electronic noise",
+                       description="Estimate the Poisson-Gaussian noise parameters of raw DICOM images.")
+    p.add_argument("input", metavar="IN", help="DICOM file or folder")
+    p.add_argument("--method", choices=["foi", "seed"], default="foi",
+                   help="foi (default: robust variance-vs-mean fit) or seed (var/mean, the first seed's eq. 2)")
+    p.add_argument("--json", action="store_true", help="print JSON")
+    p.set_defaults(func=cmd_noise_params)
+
+    p = sub.add_parser("denoise", help="denoise DICOM files with a trained model",
+                       description="Denoise DICOM files or folders and write derived DICOM. Under "
+                                   "torchrun the files of a folder are shared among the processes.")
+    p.add_argument("input", metavar="IN", help="DICOM file or folder")
+    p.add_argument("-o", "--output", required=True, metavar="OUT",
+                   help="output file (for a file) or folder (for a folder)")
+    _model_options(p)
+    p.add_argument("--tile", type=_positive_int, default=512, help="tile size in pixels (default 512)")
+    p.add_argument("--overlap", type=_positive_int, default=None, help="tile overlap in pixels")
+    p.add_argument("--batch-size", type=_positive_int, default=None, help="tiles per batch")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.add_argument("--progress", action="store_true", help="progress bar even when not a terminal")
+    p.set_defaults(func=cmd_denoise)
+
+    p = sub.add_parser("demo", help="denoise a synthetic phantom and write DICOM and PNG results",
+                       description="The main job on the embedded default data: a synthetic phantom at "
+                                   "low dose, denoised with the shipped model; writes noisy/denoised DICOM "
+                                   "and noisy/denoised/difference PNGs and prints PSNR and SSIM.")
+    p.add_argument("output", metavar="OUTDIR", type=Path, nargs="?", default=Path("mammo-demo"))
+    p.add_argument("--seed", type=int, default=1000)
+    p.add_argument("--size", type=_size, default=(1536, 1152), metavar="ROWSxCOLS")
+    p.add_argument("--dose", type=_fraction, default=0.2, metavar="FRACTION")
+    _model_options(p)
+    p.set_defaults(func=cmd_demo)
+
+    p = sub.add_parser("train", help="train or fine-tune a denoiser",
+                       description="Train on physics-driven pairs: synthetic phantoms and/or folders of "
+                                   "curated full-dose FOR PROCESSING DICOMs (lower dose simulated on the "
+                                   "fly, fresh noise every iteration).")
+    p.add_argument("data", nargs="*", metavar="DATA", help="DICOM files or folders of full-dose images")
+    p.add_argument("--out", required=True, type=Path, metavar="WEIGHTS", help="output .safetensors path")
+    p.add_argument("--name", default=None, help="model name for the card (default: file stem)")
+    p.add_argument("--architecture", default="unet", choices=["unet", "eckert-resnet", "dncnn", "cae"])
+    p.add_argument("--init", default=None, metavar="MODEL", help="start from this model (fine-tuning)")
+    dose = p.add_mutually_exclusive_group()
+    dose.add_argument("--dose", type=_fraction, default=0.2, metavar="F", help="dose fraction (default 0.2)")
+    dose.add_argument("--dose-range", type=_fraction, nargs=2, metavar=("A", "B"),
+                      help="draw the dose fraction per patch from [A, B]")
+    p.add_argument("--phantoms", type=int, default=None,
+                   help="number of synthetic training phantoms (default 16 when no DATA is given)")
+    p.add_argument("--phantom-size", type=_size, default=(512, 512), metavar="ROWSxCOLS")
+    p.add_argument("--epochs", type=_positive_int, default=10)
+    p.add_argument("--iters-per-epoch", type=_positive_int, default=200)
+    p.add_argument("--patch", type=_positive_int, default=64)
+    p.add_argument("--batch-size", type=_positive_int, default=16)
+    p.add_argument("--lr", type=float, default=1e-4, help="Adam learning rate (default 1e-4, the seed's)")
+    p.add_argument("--lr-schedule", choices=["constant", "cosine"], default="constant")
+    p.add_argument("--patience", type=_positive_int, default=10, help="early-stopping patience in epochs")
+    p.add_argument("--loss", choices=["mse+ssim", "mse"], default="mse+ssim")
+    p.add_argument("--noise-model", choices=["poisson-gaussian", "gaussian-saltpepper"],
+                   default="poisson-gaussian")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda", "mps"])
+    p.add_argument("--resume", action="store_true", help="continue from the checkpoint next to --out")
+    p.set_defaults(func=cmd_train)
+
+    p = sub.add_parser("models", help="list available models and their cards",
+                       description="List the shipped and user models with their model cards.")
+    p.add_argument("--json", action="store_true")
+    p.add_argument("-v", "--verbose", action="store_true", help="print each full card")
+    p.set_defaults(func=cmd_models)
+    return parser
+
+
+def _model_options(p):
+    p.add_argument("--model", default="default", metavar="NAME|PATH",
+                   help="model name (see `mammo-denoise models`) or .safetensors path")
+    p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda", "mps"])
+
+
+def _noise_options(p):
+    p.add_argument("--gain", type=float, default=None, help="known detector gain (DN per quantum); "
+                   "default: estimated from each image")
+    p.add_argument("--offset", type=float, default=None, help="known detector offset (DN)")
+    p.add_argument("--electronic-sigma", type=float, default=None, help="known electronic noise (DN)")
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return args.func(args)
+    except MammoDenoiseError as err:
+        print(f"mammo-denoise {args.command}: error: {err}", file=sys.stderr)
+        return EXIT_USER_ERROR
+    except KeyboardInterrupt:
+        print(f"mammo-denoise {args.command}: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,88 @@
+"""Layer <-> MammogramMeta glue: how a mammogram looks in napari.
+
+Display rules (one place, used by the reader, the sample data and every widget):
+
+* ``scale`` is the pixel spacing in mm, so rulers and NPS frequencies are physical;
+* the name is ``meta.layer_name`` (laterality + view), never patient data;
+* contrast limits come from the VOI window when the header has one;
+* MONOCHROME1 is shown with ``gray_r``: the data stay untouched, only the colormap flips;
+* ``metadata["mammo_meta"]`` carries the MammogramMeta, ``metadata["noise_params"]`` the
+  NoiseParams once known, ``metadata["derivation"]`` what was done to derive the layer.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+META_KEY = "mammo_meta"
+PARAMS_KEY = "noise_params"
+DERIVATION_KEY = "derivation"
+
+
+def robust_limits(data, low: float = 0.5, high: float = 99.5) -> tuple[float, float]:
+    """Percentile display range (subsampled so it stays fast on full-field images)."""
+    arr = np.asarray(data)
+    step = max(1, int(np.sqrt(arr.size / 250_000)))
+    sample = arr[..., ::step, ::step]
+    finite = sample[np.isfinite(sample)]
+    if finite.size == 0:
+        return (0.0, 1.0)
+    lo, hi = np.percentile(finite, [low, high])
+    if not hi > lo:
+        hi = lo + 1.0
+    return (float(lo), float(hi))
+
+
+def scale_for(meta, ndim: int = 2) -> tuple[float, ...]:
+    spacing = getattr(meta, "pixel_spacing_mm", None) if meta is not None else None
+    spacing = tuple(float(s) for s in spacing) if spacing else (1.0, 1.0)
+    return (1.0,) * (ndim - 2) + spacing
+
+
+def image_layer_kwargs(data, meta, name: str | None = None, params=None) -> dict:
+    """napari ``add_image`` keyword arguments for a mammogram read with its meta."""
+    kwargs = {
+        "name": name or (meta.layer_name if meta is not None else "image"),
+        "scale": scale_for(meta, np.ndim(data)),
+        "colormap": "gray_r" if (meta is not None and meta.display_inverted) else "gray",
+        "metadata": {META_KEY: meta},
+    }
+    if getattr(meta, "pixel_spacing_mm", None):
+        kwargs["units"] = "mm"
+    limits = meta.contrast_limits if meta is not None else None
+    kwargs["contrast_limits"] = tuple(limits) if limits else robust_limits(data)
+    if params is not None:
+        kwargs["metadata"][PARAMS_KEY] = params
+    return kwargs
+
+
+def derived_kwargs(source, name: str, derivation: str, params=None, **overrides) -> dict:
+    """Keyword arguments for a layer derived from ``source`` (same geometry and display)."""
+    metadata = dict(source.metadata)
+    previous = metadata.get(DERIVATION_KEY)
+    metadata[DERIVATION_KEY] = f"{previous}; {derivation}" if previous else derivation
+    metadata["source_layer"] = source.name
+    if params is not None:
+        metadata[PARAMS_KEY] = params
+    kwargs = {
+        "name": name,
+        "scale": tuple(source.scale),
+        "translate": tuple(source.translate),
+        "contrast_limits": tuple(source.contrast_limits),
+        "colormap": source.colormap.name,
+        "metadata": metadata,
+    }
+    units = getattr(source, "units", None)
+    if units is not None:
+        kwargs["units"] = tuple(str(u) for u in units)
+    kwargs.update(overrides)
+    return kwargs
+
+
+def add_image(viewer, data, kwargs: dict):
+    """``viewer.add_image`` tolerant of napari versions without ``units``."""
+    try:
+        return viewer.add_image(data, **kwargs)
+    except TypeError:
+        kwargs = {k: v for k, v in kwargs.items() if k != "units"}
+        return viewer.add_image(data, **kwargs)

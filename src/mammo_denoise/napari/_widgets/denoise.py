@@ -1,0 +1,284 @@
+"""Denoise: run the tiled network on an image layer in a worker; add '<name> denoised'."""
+
+from __future__ import annotations
+
+import threading
+
+import napari
+import numpy as np
+from napari.qt.threading import thread_worker
+from qtpy.QtWidgets import (
+    QComboBox,
+    QFormLayout,
+    QHBoxLayout,
+    QLabel,
+    QProgressBar,
+    QPushButton,
+    QSpinBox,
+    QToolButton,
+    QVBoxLayout,
+    QWidget,
+)
+from superqt import QCollapsible
+
+from .._layers import META_KEY, PARAMS_KEY, add_image, derived_kwargs
+from .._state import MODELS, DenoiseSettings, default_model_name
+from .._workers import Progress, iterate_progress
+from ._bind import bind
+from ._common import LayerCombo, report_error, report_info
+
+DEVICES = ("auto", "cpu", "cuda")
+
+
+def model_summary(info) -> str:
+    card = getattr(info, "card", None) or {}
+    parts = [str(getattr(info, "source", "") or "")]
+    if card.get("architecture"):
+        parts.append(card["architecture"])
+    if card.get("dose_range"):
+        parts.append(f"dose {card['dose_range']}")
+    psnr = (card.get("metrics") or {}).get("val_psnr") or (card.get("metrics") or {}).get(
+        "psnr"
+    )
+    if psnr:
+        parts.append(f"val PSNR {psnr:.1f} dB" if isinstance(psnr, float) else f"PSNR {psnr}")
+    return " · ".join(p for p in parts if p)
+
+
+class DenoiseWidget(QWidget):
+    """Public attributes: ``settings`` (DenoiseSettings: model, device, tile, overlap,
+    batch_size), ``layer_combo`` (``.layer``), ``model_combo``, ``progress_bar``, ``worker``
+    (the running worker or None), ``last_layer`` (the layer the last run added);
+    handlers: ``refresh_models()``, ``run()`` -> worker, ``cancel()``.
+    """
+
+    def __init__(self, napari_viewer: napari.Viewer, parent=None):
+        super().__init__(parent)
+        self.viewer = napari_viewer
+        self.settings = DenoiseSettings()
+        self.worker = None
+        self.last_layer = None
+        self._cancel = threading.Event()
+
+        self.layer_combo = LayerCombo(napari_viewer)
+        self.model_combo = QComboBox()
+        self.refresh_button = QToolButton()
+        self.refresh_button.setText("⟳")
+        self.refresh_button.setToolTip("Re-scan shipped and fine-tuned models")
+        self.refresh_button.clicked.connect(lambda: self.refresh_models(rescan=True))
+        model_row = QHBoxLayout()
+        model_row.addWidget(self.model_combo, 1)
+        model_row.addWidget(self.refresh_button)
+        self.model_info = QLabel("")
+        self.model_info.setWordWrap(True)
+        self.device_combo = QComboBox()
+        self.device_combo.addItems(DEVICES)
+
+        self.tile_spin = QSpinBox()
+        self.tile_spin.setRange(64, 4096)
+        self.tile_spin.setSingleStep(64)
+        self.overlap_spin = QSpinBox()
+        self.overlap_spin.setRange(-1, 512)
+        self.overlap_spin.setSingleStep(8)
+        self.overlap_spin.setSpecialValueText("auto (seamless)")
+        self.batch_spin = QSpinBox()
+        self.batch_spin.setRange(0, 64)
+        self.batch_spin.setSpecialValueText("auto")
+        self.advanced = QCollapsible("Advanced")
+        adv = QWidget()
+        adv_form = QFormLayout(adv)
+        adv_form.addRow("tile (px)", self.tile_spin)
+        adv_form.addRow("overlap (px)", self.overlap_spin)
+        adv_form.addRow("batch size", self.batch_spin)
+        self.advanced.addWidget(adv)
+
+        self.run_button = QPushButton("Run")
+        self.run_button.clicked.connect(self.run)
+        self.cancel_button = QPushButton("Cancel")
+        self.cancel_button.setEnabled(False)
+        self.cancel_button.clicked.connect(self.cancel)
+        buttons = QHBoxLayout()
+        buttons.addWidget(self.run_button)
+        buttons.addWidget(self.cancel_button)
+        self.progress_bar = QProgressBar()
+        self.progress_bar.setRange(0, 1)
+        self.progress_bar.setValue(0)
+        self.status = QLabel("")
+        self.status.setWordWrap(True)
+
+        form = QFormLayout()
+        form.addRow("image", self.layer_combo)
+        form.addRow("model", model_row)
+        form.addRow("", self.model_info)
+        form.addRow("device", self.device_combo)
+        layout = QVBoxLayout(self)
+        layout.addLayout(form)
+        layout.addWidget(self.advanced)
+        layout.addLayout(buttons)
+        layout.addWidget(self.progress_bar)
+        layout.addWidget(self.status)
+        layout.addStretch(1)
+
+        self.model_combo.currentTextChanged.connect(self._show_model_info)
+        bind(self.tile_spin, self.settings, "tile")
+        bind(self.overlap_spin, self.settings, "overlap")
+        bind(self.batch_spin, self.settings, "batch_size")
+        bind(self.device_combo, self.settings, "device")
+        MODELS.changed.connect(self._on_models_changed)
+        self.refresh_models(rescan=False)
+        bind(self.model_combo, self.settings, "model")
+
+    # -- models --------------------------------------------------------------------------------
+    def refresh_models(self, rescan: bool = True) -> list[str]:
+        """Fill the model list (``rescan`` re-reads the model folders and tells other widgets)."""
+        if rescan:
+            MODELS.refresh()  # emits changed -> _on_models_changed
+        else:
+            self._on_models_changed(MODELS.models)
+        if MODELS.error:
+            report_error(MODELS.error, "Denoise")
+        return [self.model_combo.itemText(i) for i in range(self.model_combo.count())]
+
+    def _on_models_changed(self, models=None):
+        try:
+            current = self.model_combo.currentText() or self.settings.model
+            names = [m.name for m in (models if models is not None else MODELS.models)]
+            self.model_combo.blockSignals(True)
+            self.model_combo.clear()
+            self.model_combo.addItems(names)
+            self.model_combo.blockSignals(False)
+            choice = current if current in names else default_model_name()
+            if choice in names:
+                self.model_combo.setCurrentIndex(names.index(choice))
+            self.settings.model = self.model_combo.currentText()
+            self._show_model_info(self.model_combo.currentText())
+        except RuntimeError:  # widget closed; psygnal may still hold the slot
+            MODELS.changed.disconnect(self._on_models_changed)
+
+    def _show_model_info(self, name: str):
+        info = MODELS.get(name) if name else None
+        self.model_info.setText(model_summary(info) if info is not None else "no model")
+
+    # -- run -----------------------------------------------------------------------------------
+    def run(self):
+        """Start denoising the chosen layer; returns the worker (or None on bad input)."""
+        if self.worker is not None:
+            report_error("a denoising run is already in progress", "Denoise")
+            return None
+        layer = self.layer_combo.layer
+        if layer is None:
+            report_error("choose an image layer first", "Denoise")
+            return None
+        if layer.multiscale or np.ndim(layer.data) != 2 or getattr(layer, "rgb", False):
+            report_error(f"layer '{layer.name}' is not a single 2D grey image", "Denoise")
+            return None
+        model = self.settings.model or self.model_combo.currentText()
+        if not model:
+            report_error("no model available: fine-tune one or install weights", "Denoise")
+            return None
+        info = MODELS.get(model)
+        model_ref = str(info.path) if info is not None and getattr(info, "path", None) else model
+        data = np.asarray(layer.data, dtype=np.float32)
+        params = layer.metadata.get(PARAMS_KEY)
+        meta = layer.metadata.get(META_KEY)
+        s = self.settings
+        kwargs = dict(
+            device=s.device,
+            tile=int(s.tile),
+            overlap=None if s.overlap < 0 else int(s.overlap),
+            batch_size=None if s.batch_size < 1 else int(s.batch_size),
+        )
+        self._cancel.clear()
+        cancel = self._cancel.is_set
+
+        @thread_worker(start_thread=False, ignore_errors=True)
+        def work():
+            from mammo_denoise import inference
+            from mammo_denoise.physics.noise import estimate_noise_params
+
+            p = params
+            if p is None and (meta is None or meta.is_linear):
+                # linear raw data: estimate once here so the layer records what was used;
+                # otherwise the core fits its own (approximate) model and warns
+                yield Progress(0, 1, "estimating noise parameters")
+                p = estimate_noise_params(data)
+
+            def call(progress):
+                return inference.denoise(
+                    data,
+                    model=model_ref,
+                    params=p,
+                    meta=meta,
+                    progress=lambda done, total: progress(Progress(int(done), int(total))),
+                    cancel=cancel,
+                    **kwargs,
+                )
+
+            out = yield from iterate_progress(call)
+            return np.asarray(out, dtype=np.float32), p
+
+        worker = work()
+        worker.yielded.connect(self._on_progress)
+        worker.returned.connect(lambda result: self._on_returned(layer, model, result))
+        worker.errored.connect(self._on_errored)
+        worker.finished.connect(self._on_finished)
+        self.worker = worker
+        self.run_button.setEnabled(False)
+        self.cancel_button.setEnabled(True)
+        self.progress_bar.setRange(0, 0)
+        self.status.setText(f"denoising '{layer.name}' with {model}…")
+        worker.start()
+        return worker
+
+    def cancel(self):
+        """Ask the running worker to stop at the next tile; no layer is added."""
+        self._cancel.set()
+        self.status.setText("cancelling…")
+
+    def _on_progress(self, msg):
+        if isinstance(msg, Progress):
+            if msg.total > 0 and not msg.text:
+                self.progress_bar.setRange(0, msg.total)
+                self.progress_bar.setValue(msg.done)
+            elif msg.text:
+                self.status.setText(msg.text)
+
+    def _on_returned(self, layer, model, result):
+        if self._cancel.is_set():
+            return  # cancelled after the last tile: still no partial/unwanted layer
+        out, params = result
+        name = f"{layer.name} denoised"
+        derivation = f"denoised with model '{model}' (napari-mammo-denoise)"
+        try:
+            if name in self.viewer.layers and self.viewer.layers[name].metadata.get(
+                "source_layer"
+            ) == layer.name:
+                target = self.viewer.layers[name]
+                target.data = out
+                target.metadata.update(derived_kwargs(layer, name, derivation, params)["metadata"])
+            else:
+                target = add_image(self.viewer, out, derived_kwargs(layer, name, derivation, params))
+            target.metadata["model"] = model
+            if params is not None:
+                layer.metadata.setdefault(PARAMS_KEY, params)
+            self.last_layer = target
+            self.status.setText(f"added '{target.name}'")
+        except Exception as exc:  # noqa: BLE001
+            report_error(exc, "Denoise")
+
+    def _on_errored(self, exc):
+        from mammo_denoise.errors import Cancelled
+
+        if isinstance(exc, Cancelled) or self._cancel.is_set():
+            report_info("Denoising cancelled: no layer added")
+            self.status.setText("cancelled")
+        else:
+            report_error(exc, "Denoising failed")
+            self.status.setText("failed")
+
+    def _on_finished(self):
+        self.worker = None
+        self.run_button.setEnabled(True)
+        self.cancel_button.setEnabled(False)
+        self.progress_bar.setRange(0, 1)
+        self.progress_bar.setValue(0)

@@ -1,0 +1,34 @@
+"""npe2 writer: an image layer -> a derived DICOM instance next to its source."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from ._layers import DERIVATION_KEY, META_KEY
+
+
+def write_dicom(path: str, data, attributes: dict) -> list[str]:
+    """Write ``data`` as a derived DICOM of the layer's source (``metadata["mammo_meta"]``).
+
+    A layer read from DICOM (or derived from one: denoised, dose-simulated) becomes a DERIVED
+    instance of the same study via ``write_derived``. A synthetic phantom (meta with no source
+    header) becomes a new MG instance via ``write_mammogram``. A layer with no meta cannot be
+    written: there is no patient/study to put it in.
+    """
+    from mammo_denoise.errors import MammoDenoiseError
+    from mammo_denoise.io import write_derived, write_mammogram
+
+    name = attributes.get("name", "image")
+    metadata = attributes.get("metadata") or {}
+    meta = metadata.get(META_KEY)
+    if meta is None:
+        raise MammoDenoiseError(f"layer '{name}' has no DICOM source: open a DICOM file first")
+    array = np.asarray(data, dtype=np.float32)
+    if getattr(meta, "dataset", None) is None:
+        out = write_mammogram(array, path, meta)
+    else:
+        description = metadata.get(DERIVATION_KEY) or f"napari-mammo-denoise: {name}"
+        out = write_derived(array, meta, path, description=description)
+    return [str(Path(out))]

@@ -1,0 +1,251 @@
+"""What a training run is asked to do, checked before any work starts."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from mammo_denoise.errors import MammoDenoiseError
+from mammo_denoise.physics.params import NoiseParams
+
+NOISE_MODELS = ("poisson-gaussian", "gaussian-saltpepper")
+LOSSES = ("mse+ssim", "mse")
+DEFAULT_PHANTOMS = 16
+LR_SCHEDULES = ("constant", "cosine")
+
+# The second seed (convolutional autoencoder, MIAS): Gaussian sigma on a 0-255 image and
+# salt-and-pepper "signal-to-noise ratios" 0.99..0.93, i.e. densities 1 - SNR.
+SEED_GS_SIGMAS = (40.0, 50.0, 60.0, 70.0)
+SEED_GS_DENSITIES = (0.01, 0.03, 0.05, 0.07)
+
+
+def _err(message: str):
+    raise MammoDenoiseError(f"training configuration: {message}")
+
+
+@dataclass
+class TrainConfig:
+    """A training (or fine-tuning) run.
+
+    Data: ``phantoms`` generated phantoms (``None``: 16 when no ``paths``/``images`` are given,
+    else none), ``paths`` of full-dose FOR PROCESSING DICOM files or folders (the full-dose
+    image is the reference, as in the first seed), and ``images``: in-memory ``(array,
+    NoiseParams)`` or ``(array, NoiseParams, mask)`` tuples.
+
+    Dose: a fixed fraction ``dose`` (0.2 = the first seed's 80 % reduction) or ``dose_range``
+    ``(a, b)`` drawn uniformly per patch (overrides ``dose``).
+
+    ``batch_size`` is per process (under DDP the global batch is ``batch_size * world_size``).
+    ``patience`` counts epochs without a lower validation loss (``None``: never stop early).
+    ``out`` defaults to ``user_model_dir()/<name>.safetensors`` (the model's name is its file
+    name, so ``name`` only matters without ``out``) and ``checkpoint`` to
+    ``<out without suffix>.ckpt`` (safetensors format, no pickle).
+    """
+
+    architecture: str = "unet"
+    arch_kwargs: dict[str, Any] = field(default_factory=dict)
+    init: str | Path | None = None
+    phantoms: int | None = None
+    phantom_shape: tuple[int, int] = (512, 512)
+    paths: list[str | Path] = field(default_factory=list)
+    images: list[tuple] = field(default_factory=list)
+    dose: float = 0.2
+    dose_range: tuple[float, float] | None = None
+    noise_model: str = "poisson-gaussian"
+    gs_sigmas: tuple[float, ...] = SEED_GS_SIGMAS
+    gs_densities: tuple[float, ...] = SEED_GS_DENSITIES
+    patch: int = 64
+    batch_size: int = 32
+    epochs: int = 50
+    iters_per_epoch: int = 200
+    lr: float = 1e-4
+    lr_schedule: str = "constant"
+    loss: str = "mse+ssim"
+    val_fraction: float = 0.2
+    val_patches: int = 64
+    edge_fraction: float = 0.1
+    patience: int | None = 10
+    seed: int = 0
+    device: str = "auto"
+    num_workers: int = 0
+    out: str | Path | None = None
+    name: str | None = None
+    checkpoint: str | Path | None = None
+    resume: bool = False
+    amp: bool | None = None
+    log_every: int = 10
+    command: str | None = None
+
+    def __post_init__(self):
+        if not isinstance(self.architecture, str) or not self.architecture:
+            _err(f"architecture must be a model architecture name, got {self.architecture!r}")
+        if not isinstance(self.arch_kwargs, dict):
+            _err("arch_kwargs must be a dict")
+        self.paths = [Path(p) for p in ([self.paths] if isinstance(self.paths, (str, Path))
+                                        else list(self.paths))]
+        self.images = list(self.images)
+        for i, item in enumerate(self.images):
+            if not isinstance(item, (tuple, list)) or len(item) not in (2, 3):
+                _err(f"images[{i}] must be (array, NoiseParams) or (array, NoiseParams, mask)")
+            arr = np.asarray(item[0])
+            if arr.ndim != 2:
+                _err(f"images[{i}] must be a 2-D image, got shape {arr.shape}")
+            if not isinstance(item[1], NoiseParams):
+                _err(f"images[{i}][1] must be NoiseParams, got {type(item[1]).__name__}")
+            if len(item) == 3 and np.asarray(item[2]).shape != arr.shape:
+                _err(f"images[{i}] mask shape differs from the image shape {arr.shape}")
+        if self.phantoms is None:
+            self.phantoms = 0 if (self.paths or self.images) else DEFAULT_PHANTOMS
+        if int(self.phantoms) != self.phantoms or self.phantoms < 0:
+            _err(f"phantoms must be a non-negative integer, got {self.phantoms!r}")
+        self.phantoms = int(self.phantoms)
+        if not (self.phantoms or self.paths or self.images):
+            _err("no training data: give phantoms > 0, paths or images")
+        self.phantom_shape = tuple(int(s) for s in self.phantom_shape)
+        if len(self.phantom_shape) != 2:
+            _err(f"phantom_shape must be (height, width), got {self.phantom_shape}")
+        if self.noise_model not in NOISE_MODELS:
+            _err(f"noise_model must be one of {', '.join(NOISE_MODELS)}, got {self.noise_model!r}")
+        if not 0.0 < float(self.dose) <= 1.0:
+            _err(f"dose must be a fraction in (0, 1], got {self.dose!r}")
+        self.dose = float(self.dose)
+        if self.dose_range is not None:
+            a, b = (float(v) for v in self.dose_range)
+            if not 0.0 < a <= b <= 1.0:
+                _err(f"dose_range must satisfy 0 < a <= b <= 1, got {self.dose_range!r}")
+            self.dose_range = (a, b)
+        if not self.gs_sigmas or min(self.gs_sigmas) < 0:
+            _err("gs_sigmas must be non-negative Gaussian standard deviations (0-255 scale)")
+        if not self.gs_densities or not all(0.0 <= d < 1.0 for d in self.gs_densities):
+            _err("gs_densities must be salt-and-pepper fractions in [0, 1)")
+        self.gs_sigmas = tuple(float(s) for s in self.gs_sigmas)
+        self.gs_densities = tuple(float(s) for s in self.gs_densities)
+        for name, low in (("patch", 16), ("batch_size", 1), ("epochs", 1),
+                          ("iters_per_epoch", 1), ("val_patches", 1), ("log_every", 1)):
+            value = getattr(self, name)
+            if int(value) != value or value < low:
+                _err(f"{name} must be an integer >= {low}, got {value!r}")
+            setattr(self, name, int(value))
+        if self.phantoms and min(self.phantom_shape) < self.patch:
+            _err(f"phantom_shape {self.phantom_shape} is smaller than the patch ({self.patch})")
+        if not float(self.lr) > 0:
+            _err(f"lr must be positive, got {self.lr!r}")
+        self.lr = float(self.lr)
+        if self.lr_schedule not in LR_SCHEDULES:
+            _err(f"lr_schedule must be one of {', '.join(LR_SCHEDULES)}, got {self.lr_schedule!r}")
+        if self.loss not in LOSSES:
+            _err(f"loss must be one of {', '.join(LOSSES)}, got {self.loss!r}")
+        if not 0.0 <= float(self.val_fraction) < 1.0:
+            _err(f"val_fraction must be in [0, 1), got {self.val_fraction!r}")
+        if not 0.0 <= float(self.edge_fraction) <= 1.0:
+            _err(f"edge_fraction must be in [0, 1], got {self.edge_fraction!r}")
+        if self.patience is not None and (int(self.patience) != self.patience or self.patience < 1):
+            _err(f"patience must be None or an integer >= 1, got {self.patience!r}")
+        if int(self.seed) != self.seed or self.seed < 0:
+            _err(f"seed must be a non-negative integer, got {self.seed!r}")
+        self.seed = int(self.seed)
+        if not isinstance(self.device, str) or not (
+            self.device in ("auto", "cpu", "cuda", "mps") or self.device.startswith("cuda:")
+        ):
+            _err(f"device must be auto, cpu, cuda, cuda:N or mps, got {self.device!r}")
+        if int(self.num_workers) != self.num_workers or self.num_workers < 0:
+            _err(f"num_workers must be an integer >= 0, got {self.num_workers!r}")
+        if self.amp not in (None, True, False):
+            _err(f"amp must be None (auto), True or False, got {self.amp!r}")
+        for name in ("out", "checkpoint"):
+            value = getattr(self, name)
+            if value is not None:
+                setattr(self, name, Path(value))
+        if self.out is not None and self.out.suffix != ".safetensors":
+            _err(f"out must be a .safetensors path, got {self.out}")
+
+    # -- derived values -------------------------------------------------------------------
+    @property
+    def doses(self) -> tuple[float, float]:
+        """The (low, high) dose fractions drawn from; equal for a fixed dose."""
+        return self.dose_range if self.dose_range is not None else (self.dose, self.dose)
+
+    def resolved_name(self) -> str:
+        # save_model names a model after its file, so an explicit ``out`` decides the name.
+        if self.out is not None:
+            return self.out.stem
+        if self.name:
+            return self.name
+        if self.init is not None:
+            return f"{Path(str(self.init)).stem}-finetuned"
+        return f"{self.architecture}-custom"
+
+    def resolved_out(self) -> Path:
+        if self.out is not None:
+            return self.out
+        from mammo_denoise.models import user_model_dir
+
+        return Path(user_model_dir()) / f"{self.resolved_name()}.safetensors"
+
+    def resolved_checkpoint(self) -> Path:
+        if self.checkpoint is not None:
+            return self.checkpoint
+        # Not *.safetensors, so that a model directory listing never mistakes it for a model.
+        return self.resolved_out().with_suffix(".ckpt")
+
+    def fingerprint(self) -> dict:
+        """Settings a resumed run must share with the checkpoint it continues (epochs may grow)."""
+        return {
+            "architecture": self.architecture,
+            "arch_kwargs": self.arch_kwargs,
+            "init": None if self.init is None else str(self.init),
+            "phantoms": self.phantoms,
+            "phantom_shape": list(self.phantom_shape),
+            "paths": [str(p) for p in self.paths],
+            "images": [list(np.asarray(i[0]).shape) for i in self.images],
+            "doses": list(self.doses),
+            "noise_model": self.noise_model,
+            "patch": self.patch,
+            "batch_size": self.batch_size,
+            "iters_per_epoch": self.iters_per_epoch,
+            "lr": self.lr,
+            "lr_schedule": self.lr_schedule,
+            "loss": self.loss,
+            "seed": self.seed,
+        }
+
+
+def learning_rate(config: TrainConfig, epoch: int, iteration: int) -> float:
+    """Learning rate at 1-based ``epoch`` and ``iteration``.
+
+    "cosine" decays from ``lr`` to ``lr / 100`` over the whole run (Loshchilov & Hutter,
+    SGDR, ICLR 2017, without restarts). A pure function of the step, so resuming needs no
+    scheduler state.
+    """
+    if config.lr_schedule == "constant":
+        return config.lr
+    total = config.epochs * config.iters_per_epoch
+    step = (epoch - 1) * config.iters_per_epoch + (iteration - 1)
+    floor = config.lr / 100.0
+    return floor + 0.5 * (config.lr - floor) * (1.0 + math.cos(math.pi * min(step / total, 1.0)))
+
+
+def describe(config: TrainConfig) -> str:
+    """One-line summary of a run, for logs and the widget's status line."""
+    data = []
+    if config.phantoms:
+        data.append(f"{config.phantoms} phantoms {config.phantom_shape[0]}x{config.phantom_shape[1]}")
+    if config.paths:
+        data.append(f"{len(config.paths)} path{'s' if len(config.paths) > 1 else ''}")
+    if config.images:
+        data.append(f"{len(config.images)} in-memory image{'s' if len(config.images) > 1 else ''}")
+    a, b = config.doses
+    dose = f"dose {a:g}" if a == b else f"dose {a:g}-{b:g}"
+    if config.noise_model != "poisson-gaussian":
+        dose = "seed Gaussian+salt-and-pepper noise"
+    start = "fresh" if config.init is None else f"from {config.init}"
+    return (
+        f"{config.architecture} ({start}) on {' + '.join(data)}; {dose}; "
+        f"patch {config.patch} x batch {config.batch_size}; "
+        f"{config.epochs} epochs x {config.iters_per_epoch} it; lr {config.lr:g}; {config.loss}; "
+        f"seed {config.seed}{'; resume' if config.resume else ''} -> {config.resolved_name()}"
+    )

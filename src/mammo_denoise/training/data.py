@@ -1,0 +1,333 @@
+"""Training data: noisy/clean patch pairs drawn fresh at every iteration.
+
+Every batch is a pure function of the generator it is given, and the loop seeds one generator
+per batch from ``(seed, rank, epoch, iteration)``: results do not depend on ``num_workers``,
+and a resumed run draws exactly the batches an uninterrupted one would have drawn.
+
+Domains (docs/ARCHITECTURE.md):
+
+- ``poisson-gaussian``: network input ``y = anscombe(z_d, params)`` with ``z_d`` a detector
+  realisation at dose ``d``; target ``expected_anscombe(offset + d * (clean - offset), params)``.
+  Phantoms have a noise-free ``clean`` (their truth), so ``z_d`` is drawn exactly:
+  ``offset + gain * Poisson(d * counts) + Normal(0, sigma_e^2)``. For real images ``clean`` is
+  the full-dose image itself (the first seed's protocol) and ``z_d = simulate_dose(z, d,
+  "moments")``.
+- ``gaussian-saltpepper`` (the second seed, the Denoiser's ``"intensity"`` domain): ``clean``
+  is the image scaled to [0, 1] by its global min/max, input ``clip(clean + sigma * n, 0, 1)``
+  with salt-and-pepper pixels (0 or 1), target ``clean``; ``sigma`` and the density are drawn
+  from the seed's levels, given on its 0-255 scale (sigma 40..70 -> 0.16..0.27); no dose.
+
+``shift`` (the Denoiser's per-image level) in the Anscombe domain is the median of the *whole
+source image's* GAT at the patch's dose, as inference computes it for a whole image; in the
+intensity domain it is 0, as inference passes (models/denoiser.py). It is taken
+from the noise-free image (the transform is monotone, so this is ``expected_anscombe`` of the
+median): one scalar per patch instead of transforming a whole noisy image per iteration. The
+noisy image's median, which inference sees, differs from it by a small fraction of the unit
+noise standard deviation.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from mammo_denoise.errors import MammoDenoiseError
+from mammo_denoise.physics.params import NoiseParams
+
+PG, GS = "poisson-gaussian", "gaussian-saltpepper"
+
+
+@dataclass
+class Source:
+    """One training image, cached once: a float32 ``clean`` reference and what sampling needs."""
+
+    clean: np.ndarray  # (H, W) float32: DN (poisson-gaussian) or 0..1 (gaussian-saltpepper)
+    params: NoiseParams
+    mask: np.ndarray  # (H, W) bool, breast
+    kind: str  # "phantom" (noise-free clean) or "real" (clean is a full-dose acquisition)
+    label: str
+    median: float = 0.0  # of the whole image
+    low: float = 0.0  # min and max inside the breast mask
+    high: float = 0.0
+
+    def __post_init__(self):
+        self.clean = np.ascontiguousarray(self.clean, dtype=np.float32)
+        self.mask = np.asarray(self.mask, dtype=bool)
+        # The shift follows inference: median of the whole image. The data range (PSNR, SSIM)
+        # is the breast's: an unattenuated (or, on a phantom, unclipped) background would
+        # inflate PSNR without saying anything about the tissue.
+        self.median = float(np.median(self.clean))
+        region = self.clean[self.mask] if self.mask.any() else self.clean
+        self.low = float(region.min())
+        self.high = float(region.max())
+
+    @property
+    def weight(self) -> float:
+        """Sampling weight: breast area, so every breast pixel is about equally likely."""
+        return float(max(self.mask.sum(), 1))
+
+
+def estimate_breast_mask(image: np.ndarray, params: NoiseParams) -> np.ndarray:
+    """Breast pixels of a raw (linear) mammogram: below the Otsu threshold of log counts.
+
+    In linear data the unattenuated background is the brightest region. When the histogram
+    shows no clear background class (a crop inside the breast), every pixel counts as breast.
+    """
+    from skimage.filters import threshold_otsu
+
+    counts = np.maximum((np.asarray(image, np.float64) - params.offset) / params.gain, 0.0)
+    logc = np.log1p(counts)
+    step = max(1, int(np.sqrt(logc.size / 250_000)))  # Otsu on a subsample: a histogram suffices
+    sub = logc[::step, ::step]
+    if float(sub.max() - sub.min()) < 1e-6:
+        return np.ones(image.shape, bool)
+    t = threshold_otsu(sub)
+    bright = sub > t
+    frac = bright.mean()
+    separated = bright.any() and (~bright).any() and (
+        sub[bright].mean() - sub[~bright].mean() > np.log(1.5)
+    )
+    if not (0.05 <= frac <= 0.8 and separated):
+        return np.ones(image.shape, bool)
+    # Collimated or dead pixels (near zero counts) are not breast either.
+    return (logc <= t) & (counts > 0.02 * float(np.median(counts[logc <= t]) or 1.0))
+
+
+def _to_intensity(clean: np.ndarray) -> np.ndarray:
+    # The Denoiser's "intensity" domain: global min/max to [0, 1] (models/denoiser.py).
+    lo, hi = float(clean.min()), float(clean.max())
+    return ((clean - lo) * (1.0 / max(hi - lo, 1e-12))).astype(np.float32)
+
+
+def _phantom_seed(seed: int, i: int) -> int:
+    return int(np.random.SeedSequence([seed, 0x50484E, i]).generate_state(1)[0])
+
+
+def build_sources(config, cancel=None) -> list[Source]:
+    """Generate/read every training image once (phantoms, DICOM paths, in-memory images).
+
+    ``cancel()`` is polled between images: reading a curated set can take minutes.
+    """
+    sources: list[Source] = []
+    gs = config.noise_model == GS
+
+    def add(clean, params, mask, kind, label):
+        if cancel is not None and cancel():
+            from mammo_denoise.errors import Cancelled
+
+            raise Cancelled("training cancelled while preparing the data")
+        clean = np.asarray(clean, np.float32)
+        if min(clean.shape) < config.patch:
+            raise MammoDenoiseError(
+                f"training image {label} ({clean.shape[0]}x{clean.shape[1]}) is smaller than "
+                f"the patch size {config.patch}"
+            )
+        if mask is None:
+            mask = estimate_breast_mask(clean, params)
+        if gs:
+            clean = _to_intensity(clean)
+        sources.append(Source(clean, params, mask, kind, label))
+
+    if config.phantoms:
+        from mammo_denoise.physics.phantom import make_phantom
+
+        for i in range(config.phantoms):
+            ph = make_phantom(
+                seed=_phantom_seed(config.seed, i),
+                shape=tuple(config.phantom_shape),
+                view="CC" if i % 2 == 0 else "MLO",
+                dose=1.0,
+            )
+            mask = getattr(ph, "mask", None)
+            add(ph.truth, ph.params, mask, "phantom", f"phantom {i}")
+    for path in _expand_paths(config.paths):
+        from mammo_denoise.io import read_mammogram
+        from mammo_denoise.physics.noise import estimate_noise_params
+
+        array, meta = read_mammogram(path)
+        if not getattr(meta, "is_linear", True) and not gs:
+            raise MammoDenoiseError(
+                "not a linear FOR PROCESSING image: the Poisson-Gaussian training model does "
+                "not hold for processed (FOR PRESENTATION) data",
+                path=path,
+            )
+        frames = array[None] if array.ndim == 2 else array
+        for k, frame in enumerate(frames):
+            frame = np.asarray(frame, np.float32)
+            params = estimate_noise_params(frame)
+            add(frame, params, None, "real", f"{Path(path).name}" + (f"[{k}]" if k else ""))
+    for i, item in enumerate(config.images):
+        mask = None if len(item) < 3 or item[2] is None else np.asarray(item[2], bool)
+        add(np.asarray(item[0], np.float32), item[1], mask, "real", f"image {i}")
+    return sources
+
+
+def _expand_paths(paths) -> list[Path]:
+    out: list[Path] = []
+    for p in paths:
+        p = Path(p)
+        if p.is_dir():
+            # Hidden files and the DICOMDIR index are not images.
+            files = sorted(f for f in p.rglob("*") if f.is_file() and not f.name.startswith(".")
+                           and f.name.upper() != "DICOMDIR")
+            if not files:
+                raise MammoDenoiseError("folder holds no files", path=p)
+            out.extend(files)
+        elif p.is_file():
+            out.append(p)
+        else:
+            raise MammoDenoiseError("no such file or folder", path=p)
+    return out
+
+
+def split_sources(sources: list[Source], val_fraction: float, seed: int):
+    """Hold out whole images for validation. With a single image (or ``val_fraction`` 0) the
+    validation patches come from the training images, still with their own fixed noise."""
+    n = len(sources)
+    n_val = int(round(val_fraction * n))
+    if val_fraction > 0 and n >= 2:
+        n_val = min(max(n_val, 1), n - 1)
+    else:
+        n_val = 0
+    order = np.random.default_rng([seed, 0x53504C]).permutation(n)
+    val = [sources[i] for i in sorted(order[:n_val])]
+    train = [sources[i] for i in sorted(order[n_val:])]
+    return train, (val if val else train), bool(val)
+
+
+class PatchSampler:
+    """Draws batches of (input, target) patches from cached sources."""
+
+    def __init__(self, sources, config):
+        if not sources:
+            raise MammoDenoiseError("no training images")
+        self.sources = sources
+        self.patch = config.patch
+        self.noise_model = config.noise_model
+        self.doses = config.doses
+        self.edge_fraction = config.edge_fraction
+        self.gs_sigmas = np.asarray(config.gs_sigmas, np.float64) / 255.0
+        self.gs_densities = np.asarray(config.gs_densities, np.float64)
+        w = np.array([s.weight for s in sources])
+        self.p = w / w.sum()
+
+    # -- positions --------------------------------------------------------------------------
+    def _corner(self, src: Source, rng, anywhere: bool) -> tuple[int, int]:
+        p = self.patch
+        h, w = src.clean.shape
+        # Rejection sampling on the patch centre: cheap for any image size, no index tables.
+        for _ in range(1 if anywhere else 32):
+            i = int(rng.integers(0, h - p + 1))
+            j = int(rng.integers(0, w - p + 1))
+            if anywhere or src.mask[i + p // 2, j + p // 2]:
+                break
+        return i, j
+
+    # -- noise ----------------------------------------------------------------------------------
+    @staticmethod
+    def _detector(clean, src: Source, d: float, rng) -> np.ndarray:
+        prm = src.params
+        if src.kind == "phantom":
+            lam = np.maximum(clean.astype(np.float64) - prm.offset, 0.0) * (d / prm.gain)
+            z = prm.offset + prm.gain * rng.poisson(lam)
+            if prm.electronic_sigma > 0:
+                z = z + prm.electronic_sigma * rng.standard_normal(clean.shape)
+            return z
+        from mammo_denoise.physics.dose import simulate_dose
+
+        return np.asarray(simulate_dose(clean, d, prm, method="moments", rng=rng), np.float64)
+
+    def _saltpepper(self, clean, rng) -> np.ndarray:
+        sigma = float(rng.choice(self.gs_sigmas))
+        density = float(rng.choice(self.gs_densities))
+        noisy = np.clip(clean + sigma * rng.standard_normal(clean.shape), 0.0, 1.0)
+        hit = rng.random(clean.shape) < density
+        salt = rng.random(clean.shape) < 0.5
+        noisy[hit] = np.where(salt[hit], 1.0, 0.0)
+        return noisy
+
+    # -- batches --------------------------------------------------------------------------
+    def batch(self, rng: np.random.Generator, n: int, augment: bool = True, with_dn: bool = False):
+        """``n`` patches as float32 arrays: ``y``/``t`` (n, 1, p, p) in the network's domain,
+        ``shift``/``data_range`` (n,) in that domain; with ``with_dn`` also the noisy input and
+        target in DN (poisson-gaussian) or 0..1 (gaussian-saltpepper), the DN data range, the
+        dose and the source index, for PSNR."""
+        from mammo_denoise.physics.anscombe import anscombe, expected_anscombe
+
+        p = self.patch
+        ys = np.empty((n, 1, p, p), np.float32)
+        ts = np.empty((n, 1, p, p), np.float32)
+        shift = np.empty(n, np.float32)
+        rng_ = np.empty(n, np.float32)
+        extra = {"noisy_dn": np.empty((n, p, p), np.float32), "target_dn": np.empty((n, p, p), np.float32),
+                 "range_dn": np.empty(n, np.float32), "dose": np.empty(n, np.float32),
+                 "source": np.empty(n, np.int64)} if with_dn else None
+        lo_d, hi_d = self.doses
+        for k in range(n):
+            si = int(rng.choice(len(self.sources), p=self.p))
+            src = self.sources[si]
+            i, j = self._corner(src, rng, anywhere=rng.random() < self.edge_fraction)
+            clean = src.clean[i:i + p, j:j + p]
+            if augment:
+                clean = np.rot90(clean, int(rng.integers(4)))
+                if rng.random() < 0.5:
+                    clean = clean[:, ::-1]
+            d = float(rng.uniform(lo_d, hi_d)) if hi_d > lo_d else lo_d
+            if self.noise_model == GS:
+                noisy = self._saltpepper(clean.astype(np.float64), rng)
+                ys[k, 0] = noisy
+                ts[k, 0] = clean
+                shift[k] = 0.0
+                rng_[k] = 1.0
+                target_dn, range_dn = clean, 1.0
+            else:
+                prm = src.params
+                z = self._detector(clean, src, d, rng)
+                mean = prm.offset + d * (clean.astype(np.float64) - prm.offset)
+                ys[k, 0] = anscombe(z, prm)
+                # 4 Newton steps already reach machine precision from the asymptotic start
+                # (checked against 30 over 0..1e6 counts); the default 8 doubles batch time.
+                ts[k, 0] = expected_anscombe(mean, prm, iterations=4)
+                level = np.array([src.median, src.low, src.high], np.float64)
+                e = expected_anscombe(prm.offset + d * (level - prm.offset), prm)
+                shift[k] = e[0]
+                rng_[k] = max(float(e[2] - e[1]), 1.0)
+                noisy, target_dn, range_dn = z, mean, d * (src.high - src.low)
+            if with_dn:
+                extra["noisy_dn"][k] = noisy
+                extra["target_dn"][k] = target_dn
+                extra["range_dn"][k] = max(range_dn, 1e-6)
+                extra["dose"][k] = d
+                extra["source"][k] = si
+        out = {"y": ys, "t": ts, "shift": shift, "data_range": rng_}
+        if with_dn:
+            out.update(extra)
+        return out
+
+
+def batch_rng(seed: int, rank: int, epoch: int, iteration: int) -> np.random.Generator:
+    """The generator of one training batch; see the module docstring."""
+    return np.random.default_rng([seed, 0x545241, rank, epoch, iteration])
+
+
+def validation_set(sources, config) -> dict:
+    """Fixed validation patches: noise drawn once from a fixed seed, so epochs are comparable.
+
+    With a dose range the doses are spread evenly over it rather than drawn, so that every
+    epoch is scored on the same mix of easy and hard doses.
+    """
+    sampler = PatchSampler(sources, config)
+    rng = np.random.default_rng([config.seed, 0x56414C])
+    n = config.val_patches
+    lo, hi = config.doses
+    if hi > lo:
+        doses = np.linspace(lo, hi, n)
+        parts = []
+        for d in doses:  # one dose at a time: the sampler draws doses from its own range
+            sampler.doses = (float(d), float(d))
+            parts.append(sampler.batch(rng, 1, augment=False, with_dn=True))
+        sampler.doses = (lo, hi)
+        return {k: np.concatenate([b[k] for b in parts]) for k in parts[0]}
+    return sampler.batch(rng, n, augment=False, with_dn=True)

@@ -1,0 +1,565 @@
+"""The training loop: Adam, MSE(+SSIM) loss, validation, early stopping, checkpoints, DDP.
+
+Process model
+-------------
+- One process (default): ``train(config)``.
+- ``torchrun --nproc_per_node N script.py`` where the script calls ``train(config)``: every
+  process runs the loop; the process group is initialised from the environment.
+- ``train(config, world_size=N)`` from a plain process (e.g. the napari worker thread): the
+  caller becomes a coordinator that spawns N ranks, forwards rank 0's progress messages to
+  ``progress`` and turns ``cancel()`` into a shared event the ranks poll.
+
+Under DDP each rank draws its own patches (the rank is part of every batch seed), gradients are
+averaged by DistributedDataParallel, validation patches are split over ranks and the sums
+all-reduced (every rank takes the same early-stopping decision), and only rank 0 writes files.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import shutil
+import sys
+import tempfile
+import time
+from contextlib import nullcontext
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+import torch
+
+from mammo_denoise.errors import Cancelled, MammoDenoiseError
+
+from .checkpoint import load_checkpoint, save_checkpoint
+from .config import TrainConfig, learning_rate
+from .data import GS, PatchSampler, batch_rng, build_sources, split_sources, validation_set
+from .messages import EpochEnd, TrainDone, TrainStep
+
+SSIM_WEIGHT = 10.0  # first seed: L = MSE + 10 * (1 - SSIM)
+
+
+# ----------------------------------------------------------------------------- distributed
+@dataclass
+class _Dist:
+    rank: int = 0
+    world_size: int = 1
+    local_rank: int = 0
+    owns_group: bool = False  # we initialised it, so we destroy it
+
+    @property
+    def enabled(self) -> bool:
+        return self.world_size > 1
+
+
+def _env_world_size() -> int:
+    try:
+        return int(os.environ.get("WORLD_SIZE", "1"))
+    except ValueError:
+        return 1
+
+
+def _backend_for(device: torch.device) -> str:
+    return "nccl" if device.type == "cuda" else "gloo"
+
+
+def _init_from_env(device_pref: str) -> _Dist:
+    import torch.distributed as dist
+
+    rank = int(os.environ.get("RANK", "0"))
+    local = int(os.environ.get("LOCAL_RANK", str(rank)))
+    world = _env_world_size()
+    if dist.is_initialized():
+        return _Dist(dist.get_rank(), dist.get_world_size(), local, owns_group=False)
+    device = _pick_device(device_pref, local, distributed=True)
+    if device.type == "cuda":
+        torch.cuda.set_device(device)
+    dist.init_process_group(_backend_for(device), rank=rank, world_size=world)
+    return _Dist(rank, world, local, owns_group=True)
+
+
+# ----------------------------------------------------------------------------- devices
+def _pick_device(pref: str, local_rank: int = 0, distributed: bool = False) -> torch.device:
+    if pref == "auto":
+        if torch.cuda.is_available():
+            return torch.device("cuda", local_rank % torch.cuda.device_count())
+        mps = getattr(torch.backends, "mps", None)
+        # MPS has no multi-process backend: DDP on a Mac runs on the CPU.
+        if not distributed and mps is not None and mps.is_available():
+            return torch.device("mps")
+        return torch.device("cpu")
+    if pref.startswith("cuda"):
+        if not torch.cuda.is_available():
+            raise MammoDenoiseError(f"device {pref!r} requested but CUDA is not available")
+        if pref == "cuda":
+            return torch.device("cuda", local_rank % torch.cuda.device_count())
+    if pref == "mps" and distributed:
+        raise MammoDenoiseError("distributed training is not supported on MPS; use device='cpu'")
+    return torch.device(pref)
+
+
+def _grad_scaler():
+    try:
+        return torch.amp.GradScaler("cuda")
+    except (AttributeError, TypeError):  # torch < 2.3
+        return torch.cuda.amp.GradScaler()
+
+
+def _to_device(arr: np.ndarray, device: torch.device) -> torch.Tensor:
+    t = torch.from_numpy(arr)
+    if device.type == "cuda":
+        # Pinned host memory lets the copy overlap with the previous step's kernels.
+        return t.pin_memory().to(device, non_blocking=True)
+    return t.to(device)
+
+
+# ----------------------------------------------------------------------------- loss
+def compute_loss(out, target, data_range, kind: str) -> torch.Tensor:
+    """``MSE`` or ``MSE + 10 * (1 - SSIM)`` (first seed), in float32 even under autocast.
+
+    SSIM uses each patch's own data range: the range of its source image's clean target at the
+    patch's dose (``data_range``, per sample), so its constants match what a whole-image SSIM
+    would use instead of depending on what else landed in the batch. Units are those of the
+    domain: GAT units (unit noise variance) or [0, 1] intensities.
+    """
+    out = out.float()
+    target = target.float()
+    mse = torch.mean((out - target) ** 2)
+    if kind == "mse":
+        return mse
+    from pytorch_msssim import ssim
+
+    r = data_range.float().view(-1, 1, 1, 1)
+    s = ssim(out / r, target / r, data_range=1.0, size_average=False)
+    return mse + SSIM_WEIGHT * (1.0 - s.mean())
+
+
+# ----------------------------------------------------------------------------- model
+def domain_for(noise_model: str) -> str:
+    """Physics-driven noise is learnt in the Anscombe domain; the second seed's Gaussian +
+    salt-and-pepper noise in the intensity domain ([0, 1] images), as that seed did."""
+    return "intensity" if noise_model == GS else "anscombe"
+
+
+def _make_model(config: TrainConfig):
+    from mammo_denoise.models import load_model, make_denoiser
+
+    domain = domain_for(config.noise_model)
+    if config.init is not None:
+        den = load_model(config.init)
+        if den.domain != domain:
+            raise MammoDenoiseError(
+                f"cannot fine-tune {config.init} (a model for the {den.domain} domain) with "
+                f"noise_model={config.noise_model!r}, which trains in the {domain} domain"
+            )
+    else:
+        # Seeded so that the fresh initialisation is the same on every rank and every run.
+        den = make_denoiser(config.architecture, domain=domain, seed=config.seed,
+                            **config.arch_kwargs)
+    den.card["name"] = config.resolved_name()
+    den.card["noise_model"] = config.noise_model
+    return den
+
+
+# ----------------------------------------------------------------------------- public
+def train(
+    config: TrainConfig,
+    progress: Callable[[object], None] | None = None,
+    cancel: Callable[[], bool] | None = None,
+    *,
+    world_size: int | None = None,
+) -> Path:
+    """Train (or fine-tune) a denoiser; returns the path of the written weights.
+
+    ``progress(msg)`` receives :class:`TrainStep`, :class:`EpochEnd` and :class:`TrainDone`
+    messages (from the calling thread; under DDP only rank 0's). ``cancel()`` is polled every
+    iteration; when it returns True, :class:`~mammo_denoise.errors.Cancelled` is raised. A
+    cancelled or failed run never touches ``config.out``; the checkpoint of the last finished
+    epoch stays, so ``resume=True`` continues from there.
+    """
+    if not isinstance(config, TrainConfig):
+        raise MammoDenoiseError(f"train() needs a TrainConfig, got {type(config).__name__}")
+    if world_size is not None and world_size > 1 and _env_world_size() <= 1:
+        return _spawn(config, progress, cancel, world_size)
+    dist_ctx = _init_from_env(config.device) if _env_world_size() > 1 else _Dist()
+    try:
+        return _run(config, progress, cancel, dist_ctx)
+    finally:
+        if dist_ctx.owns_group:
+            import torch.distributed as dist
+
+            dist.destroy_process_group()
+
+
+def _run(config: TrainConfig, progress, cancel, dctx: _Dist) -> Path:
+    import torch.distributed as dist
+
+    device = _pick_device(config.device, dctx.local_rank, dctx.enabled)
+    is_main = dctx.rank == 0
+    emit = progress if (progress is not None and is_main) else (lambda msg: None)
+    out = config.resolved_out()
+    ckpt_path = config.resolved_checkpoint()
+    use_amp = (device.type == "cuda") if config.amp is None else bool(config.amp and device.type == "cuda")
+    amp_dtype = torch.bfloat16 if (use_amp and torch.cuda.is_bf16_supported()) else torch.float16
+    scaler = _grad_scaler() if (use_amp and amp_dtype == torch.float16) else None
+
+    # -- data ---------------------------------------------------------------------------------
+    # A cancel here is seen by this rank alone; under DDP its exit ends the others (torchrun's
+    # agent, or the spawning coordinator, tears the group down).
+    sources = build_sources(config, cancel)
+    train_src, val_src, held_out = split_sources(sources, config.val_fraction, config.seed)
+    sampler = PatchSampler(train_src, config)
+    val = validation_set(val_src, config)
+    # Each rank scores its share of the fixed validation patches; sums are all-reduced.
+    val_idx = np.arange(dctx.rank, len(val["y"]), dctx.world_size)
+    val_params = [s.params for s in val_src]
+    noisy_psnr = _psnr_dn(val["noisy_dn"], val, val_params, config.noise_model, is_dn=True)
+
+    # -- model, optimizer, resume -----------------------------------------------------------------
+    den = _make_model(config).to(device)
+    opt = torch.optim.Adam(den.parameters(), lr=config.lr)
+    state = {"epoch": 0, "best_val_loss": math.inf, "best_val_psnr": float("nan"), "best_epoch": 0,
+             "bad_epochs": 0, "history": [], "time_s": 0.0, "patches_seen": 0}
+    best_weights = None
+    if config.resume:
+        model_sd, opt_sd, meta, best_sd = load_checkpoint(ckpt_path)
+        if meta.get("fingerprint") != _jsonable(config.fingerprint()):
+            raise MammoDenoiseError(
+                "checkpoint was written by a different training configuration (only epochs, "
+                "patience, device and output may change when resuming)", path=ckpt_path)
+        if meta.get("world_size", 1) != dctx.world_size:
+            raise MammoDenoiseError(
+                f"checkpoint was written with {meta.get('world_size')} processes, "
+                f"not {dctx.world_size}", path=ckpt_path)
+        den.load_state_dict(model_sd)
+        opt.load_state_dict(opt_sd)
+        state.update(meta["state"])
+        best_weights = best_sd
+        if scaler is not None and meta.get("scaler"):
+            scaler.load_state_dict(meta["scaler"])
+    model = den
+    if dctx.enabled:
+        from torch.nn.parallel import DistributedDataParallel as DDP
+
+        model = DDP(den, device_ids=[device.index] if device.type == "cuda" else None)
+
+    autocast = (lambda: torch.autocast("cuda", dtype=amp_dtype)) if use_amp else nullcontext
+    stop_flag = torch.zeros(1, device=device)
+
+    def cancelled() -> bool:
+        flag = bool(cancel is not None and cancel())
+        if dctx.enabled:
+            # Every rank must leave at the same iteration, or the others block in all-reduce.
+            stop_flag.fill_(1.0 if flag else 0.0)
+            dist.all_reduce(stop_flag, op=dist.ReduceOp.MAX)
+            flag = bool(stop_flag.item())
+        return flag
+
+    # -- epochs -----------------------------------------------------------------------------------
+    def patience_spent() -> bool:
+        return config.patience is not None and state["bad_epochs"] >= config.patience
+
+    stopped_early = patience_spent() and state["epoch"] < config.epochs
+    for epoch in range(state["epoch"] + 1, config.epochs + 1):
+        if stopped_early:
+            break
+        t0 = time.perf_counter()
+        den.train()
+        # Dropout-like layers draw from torch's generator: re-seed it per epoch so that a
+        # resumed run matches an uninterrupted one without storing generator state.
+        torch.manual_seed(int(np.random.SeedSequence(
+            [config.seed, dctx.rank, epoch]).generate_state(1)[0]))
+        # Losses are summed on the device and read back only at log points: a .item() per
+        # iteration would stall the GPU pipeline.
+        running = torch.zeros((), dtype=torch.float64, device=device)
+        total = torch.zeros((), dtype=torch.float64, device=device)
+        n_run = 0
+        for it, batch in enumerate(_batches(sampler, config, dctx.rank, epoch), start=1):
+            if cancelled():
+                raise Cancelled("training cancelled")
+            y = _to_device(batch["y"], device)
+            t = _to_device(batch["t"], device)
+            shift = _to_device(batch["shift"], device).view(-1, 1, 1, 1)
+            rng_ = _to_device(batch["data_range"], device)
+            with autocast():
+                pred = model(y, shift)
+            loss = compute_loss(pred, t, rng_, config.loss)
+            for group in opt.param_groups:
+                group["lr"] = learning_rate(config, epoch, it)
+            opt.zero_grad(set_to_none=True)
+            if scaler is not None:
+                scaler.scale(loss).backward()
+                scaler.step(opt)
+                scaler.update()
+            else:
+                loss.backward()
+                opt.step()
+            running += loss.detach()
+            total += loss.detach()
+            n_run += 1
+            if it % config.log_every == 0 or it == config.iters_per_epoch:
+                value = float(running) / n_run
+                if not math.isfinite(value):
+                    # Nothing is written on this path, so earlier files stay as they were.
+                    raise MammoDenoiseError(
+                        f"training diverged (loss {value}) in epoch {epoch} before iteration "
+                        f"{it}; try a lower learning rate")
+                emit(TrainStep(epoch, it, config.iters_per_epoch, value))
+                running.zero_()
+                n_run = 0
+        state["patches_seen"] += config.iters_per_epoch * config.batch_size * dctx.world_size
+
+        val_loss, val_psnr = _validate(den, val, val_idx, val_params, config, device, autocast,
+                                       dctx)
+        train_loss = float(total) / config.iters_per_epoch
+        if dctx.enabled:
+            tl = torch.tensor([train_loss], dtype=torch.float64, device=device)
+            dist.all_reduce(tl)
+            train_loss = float(tl.item()) / dctx.world_size
+        improved = val_loss < state["best_val_loss"]
+        if improved:
+            state.update(best_val_loss=val_loss, best_val_psnr=val_psnr, best_epoch=epoch,
+                         bad_epochs=0)
+            best_weights = {k: v.detach().to("cpu").clone() for k, v in den.state_dict().items()}
+        else:
+            state["bad_epochs"] += 1
+        seconds = time.perf_counter() - t0
+        state["epoch"] = epoch
+        state["time_s"] += seconds
+        state["history"].append({"epoch": epoch, "train_loss": train_loss, "val_loss": val_loss,
+                                 "val_psnr": val_psnr, "seconds": round(seconds, 3)})
+        if is_main:
+            meta = {"fingerprint": _jsonable(config.fingerprint()), "state": state,
+                    "world_size": dctx.world_size,
+                    "rng": "per batch: numpy default_rng([seed, tag, rank, epoch, iteration]); "
+                           "torch re-seeded per epoch",
+                    "scaler": scaler.state_dict() if scaler is not None else None}
+            save_checkpoint(ckpt_path, den.state_dict(), opt.state_dict(), _jsonable(meta),
+                            best_state=best_weights)
+        emit(EpochEnd(epoch, config.epochs, train_loss, val_loss, val_psnr, seconds,
+                      noisy_psnr, improved))
+        stopped_early = patience_spent() and epoch < config.epochs
+
+    # -- final weights (rank 0) ------------------------------------------------------------------
+    if best_weights is not None:
+        den.load_state_dict(best_weights)
+    if is_main:
+        _write_model(den, config, out, state, noisy_psnr, held_out, dctx, device,
+                     stopped_early, use_amp)
+    if dctx.enabled:
+        # Nobody returns (or tears the group down) before rank 0 has written the weights. Only
+        # on success: after a failure the peers are not at a barrier, and waiting would hang.
+        dist.barrier()
+    emit(TrainDone(out, float(state["best_val_psnr"])))
+    return out
+
+
+def _batches(sampler: PatchSampler, config: TrainConfig, rank: int, epoch: int):
+    n = config.iters_per_epoch
+    if config.num_workers <= 0:
+        for i in range(n):
+            yield sampler.batch(batch_rng(config.seed, rank, epoch, i), config.batch_size)
+        return
+    loader = torch.utils.data.DataLoader(
+        _BatchStream(sampler, config.seed, rank, epoch, n, config.batch_size),
+        batch_size=None, num_workers=config.num_workers,
+        pin_memory=False,  # _to_device pins on CUDA; pinning numpy dicts here would be a copy more
+    )
+    for b in loader:
+        yield {k: (v.numpy() if isinstance(v, torch.Tensor) else v) for k, v in b.items()}
+
+
+class _BatchStream(torch.utils.data.IterableDataset):
+    """Batch ``i`` comes from worker ``i % num_workers``; the DataLoader interleaves workers
+    round-robin, so the batch order (and content) is the same for any number of workers."""
+
+    def __init__(self, sampler, seed, rank, epoch, n, batch_size):
+        super().__init__()
+        self.sampler, self.seed, self.rank, self.epoch = sampler, seed, rank, epoch
+        self.n, self.batch_size = n, batch_size
+
+    def __iter__(self):
+        info = torch.utils.data.get_worker_info()
+        wid, nw = (info.id, info.num_workers) if info is not None else (0, 1)
+        for i in range(wid, self.n, nw):
+            yield self.sampler.batch(batch_rng(self.seed, self.rank, self.epoch, i), self.batch_size)
+
+
+@torch.no_grad()
+def _validate(den, val, idx, params, config, device, autocast, dctx):
+    import torch.distributed as dist
+
+    den.eval()
+    loss_sum = 0.0
+    psnr_sum = 0.0
+    bs = max(config.batch_size, 1)
+    for start in range(0, len(idx), bs):
+        sel = idx[start:start + bs]
+        y = _to_device(val["y"][sel], device)
+        t = _to_device(val["t"][sel], device)
+        shift = _to_device(val["shift"][sel], device).view(-1, 1, 1, 1)
+        with autocast():
+            pred = den.denoise_anscombe(y, shift)
+        loss_sum += float(compute_loss(pred, t, _to_device(val["data_range"][sel], device),
+                                       config.loss)) * len(sel)
+        pred_np = pred.float().cpu().numpy()[:, 0]
+        sub = {k: val[k][sel] for k in ("target_dn", "range_dn", "source")}
+        psnr_sum += _psnr_dn(pred_np, sub, params, config.noise_model, is_dn=False) * len(sel)
+    den.train()
+    totals = torch.tensor([loss_sum, psnr_sum, float(len(idx))], dtype=torch.float64, device=device)
+    if dctx.enabled:
+        dist.all_reduce(totals)
+    n = max(float(totals[2]), 1.0)
+    return float(totals[0]) / n, float(totals[1]) / n
+
+
+def _psnr_dn(values, val, params, noise_model, is_dn: bool) -> float:
+    """Mean PSNR (dB) of patches against the noise-free target in DN (0..255 for the seed's
+    Gaussian+salt-and-pepper model: 0..1), with the source image's target range as data range."""
+    from mammo_denoise.physics.anscombe import inverse_anscombe
+
+    vals = []
+    for k in range(len(values)):
+        v = np.asarray(values[k], np.float64)
+        if not is_dn and noise_model != GS:
+            v = inverse_anscombe(v, params[int(val["source"][k])], method="exact")
+        mse = float(np.mean((v - val["target_dn"][k]) ** 2))
+        rng_ = float(val["range_dn"][k])
+        vals.append(10.0 * math.log10(rng_ * rng_ / max(mse, 1e-20)))
+    return float(np.mean(vals)) if vals else float("nan")
+
+
+def _write_model(den, config, out, state, noisy_psnr, held_out, dctx, device,
+                 stopped_early, use_amp):
+    from mammo_denoise.models import save_model
+
+    lo, hi = config.doses
+    data = {
+        "phantoms": config.phantoms,
+        "phantom_shape": list(config.phantom_shape) if config.phantoms else None,
+        # File names only: folder names of clinical data can carry patient details.
+        "files": [Path(p).name for p in config.paths],
+        "images": len(config.images),
+        "validation": "held-out images" if held_out else "training images, fixed noise",
+        "dose": config.dose if config.dose_range is None else None,
+        "dose_range": list(config.dose_range) if config.dose_range else None,
+        "noise_model": config.noise_model,
+    }
+    training = {
+        "data": data,
+        "command": config.command if config.command else " ".join(sys.argv),
+        "init": None if config.init is None else str(config.init),
+        "epochs": state["epoch"],
+        "patch": config.patch,
+        "batch_size": config.batch_size,
+        "world_size": dctx.world_size,
+        "lr": config.lr,
+        "lr_schedule": config.lr_schedule,
+        "loss": config.loss,
+        "seed": config.seed,
+        "time_s": round(state["time_s"], 1),
+        "device": str(device),
+        "amp": use_amp,
+        "patches_seen": state["patches_seen"],
+        "history": state["history"],
+    }
+    metrics = {
+        "val_psnr": state["best_val_psnr"],
+        "val_loss": state["best_val_loss"],
+        "val_psnr_noisy": noisy_psnr,
+        "best_epoch": state["best_epoch"],
+        "stopped_early": bool(stopped_early),
+    }
+    card_den = den.to("cpu")
+    save_model(
+        card_den, out,
+        noise_model=config.noise_model,
+        dose_range=None if config.noise_model == GS else [lo, hi],
+        training=_jsonable(training),
+        metrics=_jsonable(metrics),
+    )
+    den.to(device)
+
+
+def _jsonable(obj):
+    """Plain JSON types (tuples -> lists, numpy scalars -> float/int, inf/nan kept as float)."""
+    if isinstance(obj, dict):
+        return {str(k): _jsonable(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_jsonable(v) for v in obj]
+    if isinstance(obj, (np.floating,)):
+        return float(obj)
+    if isinstance(obj, (np.integer,)):
+        return int(obj)
+    if isinstance(obj, Path):
+        return str(obj)
+    if isinstance(obj, torch.Tensor):
+        return obj.tolist()
+    return obj
+
+
+# ----------------------------------------------------------------------------- spawn
+def _spawn_entry(rank, world_size, init_method, config, queue, stop_event):
+    import torch.distributed as dist
+
+    device = _pick_device(config.device, rank, distributed=True)
+    if device.type == "cpu":
+        # The ranks share the machine's cores; oversubscription slows every rank down.
+        torch.set_num_threads(max(1, (os.cpu_count() or 1) // world_size))
+    else:
+        torch.cuda.set_device(device)
+    dist.init_process_group(_backend_for(device), init_method=init_method, rank=rank,
+                            world_size=world_size)
+    os.environ.update(RANK=str(rank), LOCAL_RANK=str(rank), WORLD_SIZE=str(world_size))
+    dctx = _Dist(rank, world_size, rank, owns_group=True)
+    try:
+        _run(config, queue.put if rank == 0 else None, stop_event.is_set, dctx)
+    finally:
+        dist.destroy_process_group()
+
+
+def _spawn(config, progress, cancel, world_size) -> Path:
+    import torch.multiprocessing as mp
+
+    ctx = mp.get_context("spawn")
+    queue = ctx.Queue()
+    stop = ctx.Event()
+    tmpdir = tempfile.mkdtemp(prefix="mammo-ddp-")
+    init_method = f"file://{Path(tmpdir, 'rendezvous').as_posix()}"
+
+    def drain():
+        while True:
+            try:
+                msg = queue.get_nowait()
+            except Exception:
+                return
+            if progress is not None:
+                progress(msg)
+
+    pc = mp.start_processes(_spawn_entry, args=(world_size, init_method, config, queue, stop),
+                            nprocs=world_size, join=False, start_method="spawn")
+    try:
+        while True:
+            try:
+                done = pc.join(timeout=0.2)
+            except Exception as exc:  # a rank failed; the others were terminated by join()
+                drain()
+                if stop.is_set():
+                    raise Cancelled("training cancelled") from None
+                text = str(exc).strip().splitlines()
+                raise MammoDenoiseError(
+                    f"distributed training failed: {text[-1] if text else exc}") from exc
+            drain()
+            if done:
+                break
+            if cancel is not None and not stop.is_set() and cancel():
+                stop.set()
+    finally:
+        for p in pc.processes:
+            if p.is_alive():
+                p.terminate()
+        shutil.rmtree(tmpdir, ignore_errors=True)
+    # A cancel() that came after the ranks' last iteration is not seen, as in one process: the
+    # run completed and its weights are written.
+    return config.resolved_out()

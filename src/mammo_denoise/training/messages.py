@@ -1,0 +1,34 @@
+"""Typed progress messages: small, picklable (they cross process boundaries under DDP spawn)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+
+@dataclass(frozen=True)
+class TrainStep:
+    """Running mean of the training loss since the previous TrainStep (on rank 0)."""
+
+    epoch: int  # 1-based
+    iteration: int  # 1-based, within the epoch
+    iterations: int
+    loss: float
+
+
+@dataclass(frozen=True)
+class EpochEnd:
+    epoch: int  # 1-based
+    epochs: int
+    train_loss: float
+    val_loss: float
+    val_psnr: float  # dB, in DN against the noise-free image at the patch's dose
+    seconds: float
+    val_psnr_noisy: float = float("nan")  # the same PSNR for the noisy input: the baseline
+    best: bool = False  # this epoch's weights are the best so far
+
+
+@dataclass(frozen=True)
+class TrainDone:
+    path: Path
+    best_val_psnr: float

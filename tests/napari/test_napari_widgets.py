@@ -1,0 +1,314 @@
+"""The dock widgets, driven through their public attributes and handlers (headless via Xvfb)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from mammo_denoise.napari._layers import image_layer_kwargs
+from mammo_denoise.napari._state import MODELS
+
+WAIT = 60_000  # ms; generous for the shared 2-core CI box
+
+
+def add_phantom(viewer, phantom, name=None):
+    kwargs = image_layer_kwargs(phantom.noisy, phantom.meta, name=name, params=phantom.params)
+    return viewer.add_image(phantom.noisy, **kwargs)
+
+
+def wait_idle(qtbot, widget, timeout=WAIT):
+    qtbot.waitUntil(lambda: widget.worker is None, timeout=timeout)
+
+
+def errors(notes):
+    return [m for sev, m in notes if "error" in sev.lower()]
+
+
+# -- load ---------------------------------------------------------------------------------------
+def test_load_widget_lists_and_loads(make_napari_viewer, mg_folder):
+    from mammo_denoise.napari._widgets.load import LoadWidget
+
+    viewer = make_napari_viewer()
+    w = LoadWidget(viewer)
+    w.path = str(mg_folder)
+    entries = w.scan()
+    assert [(e.laterality, e.view) for e in entries] == [("R", "MLO"), ("L", "CC")]
+    assert w.table.rowCount() == 2
+    assert w.table.item(0, 4).text() == "128×160"
+    assert w.table.item(0, 5).text().startswith("0.07")
+    assert entries[0].intent == "FOR PROCESSING"
+    w.select([1])
+    [layer] = w.load()
+    assert layer.name == "L CC" and layer.data.shape == (128, 96)
+    assert tuple(layer.scale) == pytest.approx((0.07, 0.085))
+    w.select([])
+    assert len(w.load()) == 2  # nothing selected: all readable files
+
+
+def test_load_widget_bad_path_notifies(make_napari_viewer, tmp_path, notes):
+    from mammo_denoise.napari._widgets.load import LoadWidget
+
+    viewer = make_napari_viewer()
+    w = LoadWidget(viewer)
+    w.path = str(tmp_path / "nope")
+    assert w.scan() == []
+    (tmp_path / "x.dcm").write_bytes(b"garbage")
+    w.path = str(tmp_path / "x.dcm")
+    w.scan()
+    assert w.load() == []
+    assert len(viewer.layers) == 0
+    assert any("no such file" in m for m in errors(notes))
+    assert any("x.dcm" in m for m in errors(notes))
+
+
+# -- denoise ------------------------------------------------------------------------------------
+def test_denoise_adds_layer(make_napari_viewer, qtbot, phantom, model_dir):
+    from mammo_denoise.napari._widgets.denoise import DenoiseWidget
+
+    viewer = make_napari_viewer()
+    src = add_phantom(viewer, phantom, name="L CC")
+    w = DenoiseWidget(viewer)
+    assert "tiny" in w.refresh_models()
+    w.settings.model = "tiny"
+    assert w.model_combo.currentText() == "tiny"
+    w.settings.device = "cpu"
+    w.settings.tile = 128
+    w.layer_combo.layer = src
+    worker = w.run()
+    assert worker is not None
+    wait_idle(qtbot, w)
+    out = viewer.layers["L CC denoised"]
+    assert out.data.shape == src.data.shape and out.data.dtype == np.float32
+    assert tuple(out.scale) == tuple(src.scale)
+    assert tuple(out.contrast_limits) == tuple(src.contrast_limits)
+    assert out.colormap.name == src.colormap.name == "gray_r"
+    assert out.metadata["mammo_meta"] is src.metadata["mammo_meta"]
+    assert out.metadata["noise_params"] == phantom.params
+    assert "tiny" in out.metadata["derivation"]
+    assert w.last_layer is out
+
+
+def test_denoise_cancel_adds_no_layer(make_napari_viewer, qtbot, phantom, model_dir, notes,
+                                      monkeypatch):
+    import threading
+
+    from mammo_denoise import inference
+    from mammo_denoise.napari._widgets.denoise import DenoiseWidget
+
+    gate = threading.Event()
+    real = inference.denoise_transformed
+
+    def slow(*args, cancel=None, **kwargs):  # hold the first batch until the test cancelled
+        gate.wait(10)
+        return real(*args, cancel=cancel, **kwargs)
+
+    monkeypatch.setattr(inference, "denoise_transformed", slow)
+    viewer = make_napari_viewer()
+    add_phantom(viewer, phantom, name="L CC")
+    w = DenoiseWidget(viewer)
+    w.settings.model = "tiny"
+    w.settings.tile = 64
+    w.run()
+    w.cancel()
+    gate.set()
+    wait_idle(qtbot, w)
+    assert [ly.name for ly in viewer.layers] == ["L CC"]
+    assert any("cancelled" in m.lower() for _, m in notes)
+
+
+def test_denoise_without_layer_notifies(make_napari_viewer, model_dir, notes):
+    from mammo_denoise.napari._widgets.denoise import DenoiseWidget
+
+    w = DenoiseWidget(make_napari_viewer())
+    assert w.run() is None
+    assert any("choose an image layer" in m for m in errors(notes))
+
+
+# -- compare ------------------------------------------------------------------------------------
+def test_compare_difference_grid_toggle_nps(make_napari_viewer, phantom):
+    from mammo_denoise.napari._widgets.compare import CompareWidget
+
+    viewer = make_napari_viewer()
+    noisy = add_phantom(viewer, phantom, name="L CC")
+    clean = phantom.truth_at().astype(np.float32)
+    viewer.add_image(clean, name="L CC denoised", scale=noisy.scale, units="mm")
+    w = CompareWidget(viewer)
+    w.noisy_combo.layer = "L CC"
+    assert w.denoised_combo.layer.name == "L CC denoised"  # paired automatically
+    diff = w.difference()
+    assert diff.name == "L CC difference"
+    np.testing.assert_allclose(diff.data, noisy.data - clean, rtol=1e-6)
+    lo, hi = diff.contrast_limits
+    assert lo == pytest.approx(-hi) and hi > 0
+    assert diff.colormap.name == "PiYG"
+    assert tuple(diff.scale) == tuple(noisy.scale)
+
+    from mammo_denoise.napari._widgets.compare import viewer_grid
+
+    assert w.side_by_side() is True and viewer_grid(viewer).enabled
+    assert w.side_by_side() is False and not viewer_grid(viewer).enabled
+    assert w.toggle() == "L CC denoised"
+    assert not noisy.visible and viewer.layers["L CC denoised"].visible
+    assert w.toggle() == "L CC"
+    assert noisy.visible
+
+    assert w.compute_nps()  # a flat region is found automatically
+    region = w.add_nps_region()
+    assert region.name == "NPS region"
+    assert w.compute_nps()
+
+
+def test_compare_nps_levels(make_napari_viewer):
+    from scipy.ndimage import gaussian_filter
+
+    from mammo_denoise.napari._widgets.compare import NPS_REGION, CompareWidget
+
+    viewer = make_napari_viewer()
+    rng = np.random.default_rng(0)
+    noisy = (1000 + 30 * rng.standard_normal((192, 192))).astype(np.float32)
+    smooth = gaussian_filter(noisy, 1.5).astype(np.float32)
+    viewer.add_image(noisy, name="flat", scale=(0.1, 0.1))
+    viewer.add_image(smooth, name="flat denoised", scale=(0.1, 0.1))
+    w = CompareWidget(viewer)
+    w.noisy_combo.layer = "flat"
+    viewer.add_shapes([[[20, 30], [20, 158], [148, 158], [148, 30]]], shape_type="rectangle",
+                      name=NPS_REGION, scale=(0.1, 0.1))
+    curves = w.compute_nps()
+    assert w.region == (20, 30, 128, 128)  # the user's rectangle, in pixels
+    (f_n, p_n), (f_d, p_d) = curves.values()
+    assert f_n[-1] == pytest.approx(5.0)  # Nyquist of 0.1 mm pixels
+    white = 30.0**2 * 0.1**2 / 1000.0**2  # NNPS of white noise: sigma^2 px^2 / mean^2
+    assert np.median(p_n[2:]) == pytest.approx(white, rel=0.25)
+    assert p_d[-5:].mean() < 0.01 * p_n[-5:].mean()
+    assert w.nps_plot.ax.get_yscale() == "log"
+
+
+# -- dose ---------------------------------------------------------------------------------------
+def test_dose_preview_and_full_resolution(make_napari_viewer, qtbot, phantom):
+    from mammo_denoise.napari._widgets.dose import DoseWidget
+
+    viewer = make_napari_viewer()
+    src = add_phantom(viewer, phantom, name="L CC")
+    w = DoseWidget(viewer)
+    w.layer_combo.layer = src
+    assert w.settings.gain == pytest.approx(phantom.params.gain)  # taken from the layer
+    w.settings.fraction = 0.2
+    assert w.slider.value() == 20
+    preview = w.preview(0.2)
+    assert preview.name == "L CC dose preview"
+    w.settings.seed = 5
+    worker = w.apply()
+    assert worker is not None
+    wait_idle(qtbot, w)
+    out = viewer.layers["L CC @ 20 % dose"]
+    assert "L CC dose preview" not in viewer.layers
+    assert out.data.shape == src.data.shape
+    assert tuple(out.scale) == tuple(src.scale)
+    off = phantom.params.offset
+    expected = off + 0.2 * (np.mean(src.data) - off)  # signal above offset scales
+    assert np.mean(out.data) == pytest.approx(expected, rel=0.03)
+    assert out.metadata["dose_seed"] == 5
+    assert out.metadata["dose_fraction"] == pytest.approx(0.2)
+    assert out.metadata["noise_params"] == phantom.params
+
+
+def test_dose_estimate_fills_boxes(make_napari_viewer, qtbot, phantom):
+    from mammo_denoise.napari._widgets.dose import DoseWidget
+
+    viewer = make_napari_viewer()
+    src = viewer.add_image(phantom.noisy, name="no params", scale=(0.07, 0.07))
+    w = DoseWidget(viewer)
+    w.layer_combo.layer = src
+    w.settings.gain = 123.0
+    w.estimate()
+    wait_idle(qtbot, w)
+    assert w.fit is not None
+    assert w.settings.gain == pytest.approx(phantom.params.gain, rel=0.25)
+    assert w.gain_spin.value() == pytest.approx(w.settings.gain, rel=1e-3)
+    assert src.metadata["noise_params"].gain == pytest.approx(w.settings.gain)
+    assert len(w.plot.ax.collections) >= 1  # the scatter is drawn
+
+
+# -- fine-tune ----------------------------------------------------------------------------------
+TINY = {"architecture": "dncnn", "arch_kwargs": {"depth": 3, "channels": 4}, "val_patches": 4,
+        "patience": None}
+
+
+def _finetune_widget(viewer, phantom, name, epochs=1):
+    from mammo_denoise.napari._widgets.finetune import FinetuneWidget
+
+    add_phantom(viewer, phantom, name="L CC")
+    w = FinetuneWidget(viewer)
+    w.set_layers(["L CC"])
+    w.settings.init = "(random init)"
+    w.settings.name = name
+    w.settings.epochs = epochs
+    w.settings.iters_per_epoch = 2
+    w.settings.patch = 32
+    w.settings.batch_size = 2
+    w.settings.dose_low, w.settings.dose_high = 0.2, 0.5
+    w.extra_config = dict(TINY)
+    return w
+
+
+def test_finetune_saves_model_seen_by_denoise(make_napari_viewer, qtbot, phantom, model_dir):
+    from mammo_denoise.napari._widgets.denoise import DenoiseWidget
+
+    viewer = make_napari_viewer()
+    dw = DenoiseWidget(viewer)
+    w = _finetune_widget(viewer, phantom, "my-site")
+    config = w.build_config()
+    assert config.dose_range == (0.2, 0.5) and len(config.images) == 1
+    assert w.start() is not None
+    wait_idle(qtbot, w, timeout=120_000)
+    assert w.saved_path == model_dir / "my-site.safetensors"
+    assert w.saved_path.exists()
+    items = [dw.model_combo.itemText(i) for i in range(dw.model_combo.count())]
+    assert "my-site" in items  # the Denoise widget's list updated at once
+    assert "my-site" in [w.init_combo.itemText(i) for i in range(w.init_combo.count())]
+    from mammo_denoise.training import EpochEnd
+
+    assert sum(isinstance(m, EpochEnd) for m in w.history) == 1
+    assert len(w.plot.val) == 1 and len(w.plot.steps) >= 1
+    assert sorted(p.name for p in model_dir.iterdir()) == [
+        "my-site.json", "my-site.safetensors", "tiny.json", "tiny.safetensors"]
+
+
+def test_failing_finetune_leaves_models(make_napari_viewer, qtbot, phantom, model_dir, notes,
+                                        monkeypatch):
+    import torch
+
+    from mammo_denoise.training import loop
+
+    calls = {"n": 0}
+    real = loop.compute_loss
+
+    def diverge_in_epoch_two(*args, **kwargs):  # a real failure path: the loss goes NaN
+        calls["n"] += 1
+        loss = real(*args, **kwargs)
+        return loss * torch.nan if calls["n"] > 2 else loss
+
+    monkeypatch.setattr(loop, "compute_loss", diverge_in_epoch_two)
+    before = {p.name: p.read_bytes() for p in model_dir.iterdir()}
+    viewer = make_napari_viewer()
+    w = _finetune_widget(viewer, phantom, "doomed", epochs=2)
+    assert w.start() is not None
+    wait_idle(qtbot, w, timeout=120_000)
+    assert {p.name: p.read_bytes() for p in model_dir.iterdir()} == before
+    assert "doomed" not in MODELS.names()
+    assert any("Fine-tuning failed" in m and "diverged" in m for m in errors(notes))
+
+
+def test_finetune_bad_settings_notify(make_napari_viewer, phantom, model_dir, notes):
+    viewer = make_napari_viewer()
+    w = _finetune_widget(viewer, phantom, "tiny")  # name taken
+    assert w.start() is None
+    w.settings.name = "bad name!"
+    assert w.start() is None
+    w.settings.name = "ok"
+    w.set_layers([])
+    assert w.start() is None
+    msgs = errors(notes)
+    assert any("exists already" in m for m in msgs)
+    assert any("model name" in m for m in msgs)
+    assert any("tick at least one" in m for m in msgs)

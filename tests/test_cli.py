@@ -1,0 +1,112 @@
+"""End to end through the console script: what a new user types after the README."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from mammo_denoise.cli import main
+from mammo_denoise.io import read_mammogram
+
+
+def run_cli(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "mammo_denoise.cli", *args],
+                          capture_output=True, text=True, timeout=300)
+
+
+@pytest.fixture(scope="module")
+def phantom_file(tmp_path_factory):
+    out = tmp_path_factory.mktemp("cli") / "phantom.dcm"
+    truth = out.with_name("truth.npy")
+    assert main(["phantom", str(out), "--seed", "3", "--size", "256x192", "--truth", str(truth)]) == 0
+    return out
+
+
+def test_phantom_writes_a_readable_for_processing_mammogram(phantom_file):
+    image, meta = read_mammogram(phantom_file)
+    assert image.shape == (256, 192)
+    assert meta.modality == "MG"
+    assert meta.presentation_intent == "FOR PROCESSING"
+    assert meta.pixel_spacing_mm == pytest.approx((0.07, 0.07))
+    truth = np.load(phantom_file.with_name("truth.npy"))
+    # The written image is one noisy realisation of the saved truth.
+    assert abs(float(np.mean(image - truth))) < 0.01 * float(np.mean(truth))
+
+
+@pytest.mark.skipif(shutil.which("dciodvfy") is None, reason="dciodvfy (apt dicom3tools) not installed")
+def test_phantom_passes_dciodvfy(phantom_file):
+    report = subprocess.run(["dciodvfy", str(phantom_file)], capture_output=True, text=True)
+    errors = [line for line in (report.stdout + report.stderr).splitlines() if line.startswith("Error")]
+    assert errors == []
+
+
+def test_simulate_dose_file_scales_the_signal_above_offset(phantom_file, tmp_path):
+    out = tmp_path / "low.dcm"
+    result = run_cli("simulate-dose", str(phantom_file), "-o", str(out), "--dose", "0.25",
+                     "--gain", "0.25", "--offset", "50", "--electronic-sigma", "3")
+    assert result.returncode == 0, result.stderr
+    full, _ = read_mammogram(phantom_file)
+    low, meta = read_mammogram(out)
+    assert low.shape == full.shape
+    ratio = (low.mean() - 50.0) / (full.mean() - 50.0)
+    assert ratio == pytest.approx(0.25, rel=0.02)
+    assert "DERIVED" in meta.dataset.ImageType
+
+
+def test_simulate_dose_folder_mirrors_the_tree(phantom_file, tmp_path):
+    src = tmp_path / "in"
+    (src / "sub").mkdir(parents=True)
+    shutil.copy(phantom_file, src / "a.dcm")
+    shutil.copy(phantom_file, src / "sub" / "b.dcm")
+    result = run_cli("simulate-dose", str(src), "-o", str(tmp_path / "out"), "--dose", "0.5")
+    assert result.returncode == 0, result.stderr
+    assert sorted(p.relative_to(tmp_path / "out").as_posix() for p in (tmp_path / "out").rglob("*.dcm")) == [
+        "a_dose50.dcm", "sub/b_dose50.dcm"]
+
+
+def test_noise_params_json_recovers_the_phantom_detector(phantom_file):
+    result = run_cli("noise-params", str(phantom_file), "--json")
+    assert result.returncode == 0, result.stderr
+    params = json.loads(result.stdout)
+    assert params["gain"] == pytest.approx(0.25, rel=0.1)
+    assert params["linear"] is True
+
+
+@pytest.mark.parametrize("args, message", [
+    (["noise-params", "missing.dcm"], "missing.dcm: no such file or folder"),
+    (["simulate-dose", "missing.dcm", "-o", "x.dcm", "--dose", "0.2"], "missing.dcm: no such file or folder"),
+])
+def test_bad_input_is_one_line_and_nonzero(args, message, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    result = run_cli(*args)
+    assert result.returncode == 2
+    assert result.stderr.strip().endswith(message)
+    assert len(result.stderr.strip().splitlines()) == 1
+
+
+def test_not_dicom_is_reported_with_the_file_name(tmp_path):
+    bad = tmp_path / "notes.dcm"
+    bad.write_text("not an image")
+    result = run_cli("noise-params", str(bad))
+    assert result.returncode == 2
+    assert str(bad) in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_invalid_dose_is_rejected_by_the_parser(phantom_file, tmp_path):
+    result = run_cli("simulate-dose", str(phantom_file), "-o", str(tmp_path / "x.dcm"), "--dose", "1.5")
+    assert result.returncode == 2
+    assert "dose fraction must be in (0, 1], got 1.5" in result.stderr
+
+
+@pytest.mark.parametrize("command", ["phantom", "simulate-dose", "noise-params", "denoise", "train",
+                                     "models", "demo"])
+def test_every_command_has_help(command):
+    result = run_cli(command, "--help")
+    assert result.returncode == 0
+    assert "usage: mammo-denoise " + command in result.stdout
