@@ -358,3 +358,14 @@ def test_cosine_schedule_decays_from_lr_to_one_percent_and_constant_stays():
     assert {learning_rate(flat, e, 5) for e in range(1, 5)} == {1e-3}
     with pytest.raises(MammoDenoiseError, match="lr_schedule must be one of constant, cosine, got 'step'"):
         TrainConfig(phantoms=1, lr_schedule="step")
+
+
+def test_time_budget_stops_after_the_first_iteration_and_still_saves(tmp_path):
+    config = tiny(tmp_path, epochs=5, iters_per_epoch=50, time_budget_s=1e-6)
+    epochs = []
+    path = train(config, progress=lambda m: epochs.append(m.epoch) if isinstance(m, EpochEnd) else None)
+    card = json.loads(path.with_suffix(".json").read_text())
+    assert epochs == [1]
+    assert card["training"]["patches_seen"] == config.batch_size  # one iteration of one epoch
+    assert card["training"]["time_budget_s"] == 1e-6
+    assert card["metrics"]["stopped_early"] is True

@@ -236,6 +236,7 @@ def cmd_train(args) -> int:
         phantoms=args.phantoms, phantom_shape=args.phantom_size, epochs=args.epochs, iters_per_epoch=args.iters_per_epoch,
         patch=args.patch, batch_size=args.batch_size, lr=args.lr, lr_schedule=args.lr_schedule,
         patience=args.patience, loss=args.loss,
+        time_budget_s=None if args.time_budget is None else 60.0 * args.time_budget,
         noise_model=args.noise_model, seed=args.seed, device=args.device, out=args.out,
         name=args.name, resume=args.resume, command="mammo-denoise " + " ".join(sys.argv[1:]),
         **dose_kw)
@@ -368,6 +369,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--lr", type=float, default=1e-4, help="Adam learning rate (default 1e-4, the seed's)")
     p.add_argument("--lr-schedule", choices=["constant", "cosine"], default="constant")
     p.add_argument("--patience", type=_positive_int, default=10, help="early-stopping patience in epochs")
+    p.add_argument("--time-budget", type=float, default=None, metavar="MINUTES",
+                   help="stop after this much training time (validated and saved as usual)")
     p.add_argument("--loss", choices=["mse+ssim", "mse"], default="mse+ssim")
     p.add_argument("--noise-model", choices=["poisson-gaussian", "gaussian-saltpepper"],
                    default="poisson-gaussian")

@@ -69,6 +69,7 @@ class TrainConfig:
     val_patches: int = 64
     edge_fraction: float = 0.1
     patience: int | None = 10
+    time_budget_s: float | None = None
     seed: int = 0
     device: str = "auto"
     num_workers: int = 0
@@ -135,6 +136,8 @@ class TrainConfig:
         if not float(self.lr) > 0:
             _err(f"lr must be positive, got {self.lr!r}")
         self.lr = float(self.lr)
+        if self.time_budget_s is not None and not float(self.time_budget_s) > 0:
+            _err(f"time_budget_s must be None or positive, got {self.time_budget_s!r}")
         if self.lr_schedule not in LR_SCHEDULES:
             _err(f"lr_schedule must be one of {', '.join(LR_SCHEDULES)}, got {self.lr_schedule!r}")
         if self.loss not in LOSSES:

@@ -256,6 +256,22 @@ def _run(config: TrainConfig, progress, cancel, dctx: _Dist) -> Path:
             flag = bool(stop_flag.item())
         return flag
 
+    # A wall-clock budget gives architectures of very different cost the same stated training
+    # budget; time already spent before a resume counts against it.
+    deadline = (None if config.time_budget_s is None
+                else time.perf_counter() + config.time_budget_s - state["time_s"])
+    time_flag = torch.zeros(1, device=device)
+
+    def out_of_time() -> bool:
+        if deadline is None:
+            return False
+        flag = time.perf_counter() > deadline
+        if dctx.enabled:
+            time_flag.fill_(1.0 if flag else 0.0)
+            dist.all_reduce(time_flag, op=dist.ReduceOp.MAX)
+            flag = bool(time_flag.item())
+        return flag
+
     # -- epochs -----------------------------------------------------------------------------------
     def patience_spent() -> bool:
         return config.patience is not None and state["bad_epochs"] >= config.patience
@@ -308,11 +324,14 @@ def _run(config: TrainConfig, progress, cancel, dctx: _Dist) -> Path:
                 emit(TrainStep(epoch, it, config.iters_per_epoch, value))
                 running.zero_()
                 n_run = 0
-        state["patches_seen"] += config.iters_per_epoch * config.batch_size * dctx.world_size
+            if out_of_time():
+                break
+        iterations_done = it
+        state["patches_seen"] += iterations_done * config.batch_size * dctx.world_size
 
         val_loss, val_psnr = _validate(den, val, val_idx, val_params, config, device, autocast,
                                        dctx)
-        train_loss = float(total) / config.iters_per_epoch
+        train_loss = float(total) / iterations_done
         if dctx.enabled:
             tl = torch.tensor([train_loss], dtype=torch.float64, device=device)
             dist.all_reduce(tl)
@@ -339,7 +358,7 @@ def _run(config: TrainConfig, progress, cancel, dctx: _Dist) -> Path:
                             best_state=best_weights)
         emit(EpochEnd(epoch, config.epochs, train_loss, val_loss, val_psnr, seconds,
                       noisy_psnr, improved))
-        stopped_early = patience_spent() and epoch < config.epochs
+        stopped_early = (patience_spent() or out_of_time()) and epoch < config.epochs
 
     # -- final weights (rank 0) ------------------------------------------------------------------
     if best_weights is not None:
@@ -456,6 +475,7 @@ def _write_model(den, config, out, state, noisy_psnr, held_out, dctx, device,
         "world_size": dctx.world_size,
         "lr": config.lr,
         "lr_schedule": config.lr_schedule,
+        "time_budget_s": config.time_budget_s,
         "loss": config.loss,
         "seed": config.seed,
         "time_s": round(state["time_s"], 1),
