@@ -33,6 +33,29 @@ def robust_limits(data, low: float = 0.5, high: float = 99.5) -> tuple[float, fl
     return (float(lo), float(hi))
 
 
+def tissue_limits(data, low: float = 0.5, high: float = 99.5) -> tuple[float, float]:
+    """Display range of the breast in a raw (linear) mammogram.
+
+    Raw images hold two plateaus that are not anatomy: the direct-exposure field, an order of
+    magnitude brighter than the breast, and the unexposed collimator shadow at the offset. Left
+    in, they take the whole grey scale and the breast shows as a flat patch, so the window is
+    taken from the values between them. Falls back to ``robust_limits`` when little is left.
+    """
+    arr = np.asarray(data)
+    step = max(1, int(np.sqrt(arr.size / 250_000)))
+    sample = arr[..., ::step, ::step]
+    sample = sample[np.isfinite(sample)]
+    if sample.size == 0:
+        return (0.0, 1.0)
+    bottom, top = np.percentile(sample, [0.1, 99.9])
+    span = top - bottom
+    tissue = sample[(sample > bottom + 0.02 * span) & (sample < bottom + 0.7 * span)]
+    if tissue.size < 0.05 * sample.size:
+        return robust_limits(data, low, high)
+    lo, hi = np.percentile(tissue, [low, high])
+    return (float(lo), float(hi)) if hi > lo else robust_limits(data, low, high)
+
+
 def scale_for(meta, ndim: int = 2) -> tuple[float, ...]:
     spacing = getattr(meta, "pixel_spacing_mm", None) if meta is not None else None
     spacing = tuple(float(s) for s in spacing) if spacing else (1.0, 1.0)
@@ -50,7 +73,10 @@ def image_layer_kwargs(data, meta, name: str | None = None, params=None) -> dict
     if getattr(meta, "pixel_spacing_mm", None):
         kwargs["units"] = "mm"
     limits = meta.contrast_limits if meta is not None else None
-    kwargs["contrast_limits"] = tuple(limits) if limits else robust_limits(data)
+    if not limits:
+        raw = meta is not None and meta.is_linear
+        limits = tissue_limits(data) if raw else robust_limits(data)
+    kwargs["contrast_limits"] = tuple(limits)
     if params is not None:
         kwargs["metadata"][PARAMS_KEY] = params
     return kwargs
