@@ -28,7 +28,14 @@ from scipy import ndimage
 from ..errors import MammoDenoiseError
 from ..io.meta import FOR_PROCESSING, MG_FOR_PROCESSING_SOP, MammogramMeta
 from ._attenuation import attenuation_coefficients
-from ._texture import power_law_noise, radial_streaks, ridge_network, smoothstep
+from ._texture import (
+    lobule_septa,
+    oriented_power_law_noise,
+    power_law_noise,
+    radial_streaks,
+    smoothstep,
+    strand_ridges,
+)
 from .params import NoiseParams
 
 __all__ = [
@@ -393,19 +400,40 @@ def make_phantom(
     else:
         pec_c = np.full((hc, wc), -1e3, np.float32)
 
-    # Where fibroglandular tissue may be: not in the subcutaneous fat under the skin, densest
-    # in the central third of the nipple-chest wall axis, thinning toward the nipple, and (MLO)
-    # with retromammary fat in front of the pectoral muscle.
+    # Polar coordinates about the nipple: ducts, trabeculae and Cooper's ligaments run along
+    # the lines from the nipple back to the chest wall; the fibroglandular cone opens along them.
+    nipple_col = geo["depth"] * (1.0 + float(geo["harm_amp"] @ np.sin(geo["harm_phase"])))
+    nipple = ((geo["cy"] + 0.5) / f - 0.5, (nipple_col + 0.5) / f - 0.5)  # coarse indices
+    ndr = rows_c - np.float32(geo["cy"])  # rows_c/cols_c are full-resolution pixel coordinates
+    ndc = cols_c - np.float32(nipple_col)
+    n_dist = np.hypot(ndr, ndc) * px  # mm from the nipple
+    n_ang = np.arctan2(ndr, -ndc)  # 0 points from the nipple straight to the chest wall
+    # Orientation of the trabecular flow lines (mod pi): radial near the nipple, bending toward
+    # the nipple-chest wall axis in the upper and lower breast as they reach the chest wall.
+    ray_dir = np.arctan2(0.55 * ndr, ndc)
+
+    # Where fibroglandular tissue may be: not in the subcutaneous fat under the skin, in a
+    # cone/fan whose apex is behind the nipple (retroareolar ducts) and which opens toward the
+    # chest wall, densest in the central third of the nipple-chest wall axis, and (MLO) with
+    # retromammary fat in front of the pectoral muscle.
     sub_fat = min(5.0, 0.08 * dmax)
     u = cols_c / geo["depth"]
+    half_open = np.float32(0.55 + 0.25 * rng.random())  # cone half-angle, rad (~32-46 deg)
+    cone = np.exp(-((n_ang / half_open) ** 2))
     env = smoothstep(d_c, sub_fat, sub_fat + 0.45 * dmax) * (
         0.45 + 0.55 * np.exp(-(((u - 0.35) / 0.38) ** 2))
     )
     env *= 1.0 - 0.6 * smoothstep(u, 0.75, 1.05)
+    env = env * (0.35 + 0.65 * cone) + 0.35 * cone * (1.0 - smoothstep(n_dist, 0.15 * dmax, 0.6 * dmax)) * smoothstep(
+        d_c, 0.5 * sub_fat, 2.0 * sub_fat
+    )
     if view == "MLO":
         env *= smoothstep(-pec_c, 0.0, min(12.0, 0.2 * dmax))
 
-    texture = power_law_noise((hc, wc), rng, beta=beta, pixel_mm=pxc, f_min=1.0 / 60.0)
+    # 1/f^beta texture elongated along the nipple lines (trabecular/ductal anisotropy).
+    texture = oriented_power_law_noise(
+        (hc, wc), rng, ray_dir, beta=beta, pixel_mm=pxc, f_min=1.0 / 60.0, stretch=2.2
+    )
     drive = texture + 2.2 * env
     interior = inside_c & (d_c > sub_fat)
     if interior.sum() < 16:
@@ -418,17 +446,36 @@ def make_phantom(
         dense * (0.45 + 0.3 * smoothstep(texture, -1.5, 1.5))  # texture survives inside dense areas
         + 0.07 * smoothstep(drive, thr - 2.5, thr)
     )
-    # Ducts/trabeculae converging on the nipple modulate the fibroglandular tissue.
-    nipple_col = geo["depth"] * (1.0 + float(geo["harm_amp"] @ np.sin(geo["harm_phase"])))
-    nipple = ((geo["cy"] + 0.5) / f - 0.5, (nipple_col + 0.5) / f - 0.5)  # coarse indices
+    # Ducts/trabeculae converging on the nipple streak the fibroglandular tissue and its margins.
     streaks = radial_streaks((hc, wc), rng, pxc, nipple, angular_width_deg=0.8, length_mm=20.0)
-    gland *= 1.0 + 0.015 * streaks
-    # Cooper's ligaments / lobule septa: thin fibrous curves, visible where the tissue is fatty,
-    # fading in and out along their length.
-    lig = ridge_network((hc, wc), rng, pxc, scale_mm=3.0, width_mm=0.2, stretch=1.5)
+    margin = smoothstep(drive, thr - 1.8, thr + 0.3)
+    gland = gland * (1.0 + 0.035 * streaks) + 0.025 * margin * (1.0 - dense) * np.maximum(streaks, 0.0)
+
+    fat = np.clip(1.0 - gland / 0.77, 0.0, 1.0)
     patchy = smoothstep(power_law_noise((hc, wc), rng, beta=3.0, pixel_mm=pxc, f_min=0.05), -0.5, 1.0)
-    lig_w = 0.1 * (0.4 + 0.6 * patchy) * smoothstep(d_c, 0.3, 2.0) * (1.0 - gland / 0.77)
-    gland = np.clip(gland + lig_w * lig, 0.0, 1.0)
+    # Fat lobules: rounded lucencies bounded by thin septa (two overlapping layers in projection).
+    lob = np.zeros((hc, wc), np.float32)
+    for size_mm, amp in ((min(7.0, 0.12 * dmax), 1.0), (min(4.5, 0.08 * dmax), 0.6)):
+        sep, rim = lobule_septa((hc, wc), rng, pxc, size_mm=max(size_mm, 2 * pxc), width_mm=0.12)
+        lob += amp * (0.022 * sep + 0.02 * rim)
+    gland = gland + lob * fat * smoothstep(d_c, 0.5, 3.0)
+    # Cooper's ligaments: thin, gently curved fibrous strands running from the chest wall
+    # toward the nipple and the skin, seen in the fat (mostly around the fibroglandular cone and
+    # toward the periphery), and scalloped arcs under the skin where they insert. They fade in
+    # and out along their length.
+    width_px = max(0.18 / pxc, 0.5)
+    r_ref = 0.5 * dmax  # angular separations are set at this distance from the nipple
+    radial = strand_ridges(n_dist, n_ang * r_ref, rng, len_mm=min(40.0, 0.5 * dmax),
+                           sep_mm=min(7.0, 0.12 * dmax), width_px=width_px)
+    arcs = strand_ridges(n_ang * r_ref, d_c, rng, len_mm=min(22.0, 0.3 * dmax),
+                         sep_mm=min(5.0, 0.1 * dmax), width_px=width_px)
+    periph = smoothstep(d_c, 0.3, 2.0) * (1.0 - smoothstep(d_c, 0.25 * dmax, 0.45 * dmax))
+    lig = (
+        radial * (0.5 + 0.5 * smoothstep(n_dist, 0.1 * dmax, 0.35 * dmax)) * smoothstep(d_c, 0.3, 2.0)
+        + 0.8 * arcs * periph
+    )
+    lig_w = 0.15 * (0.3 + 0.7 * patchy) * fat * (0.6 + 0.4 * (1.0 - cone))
+    gland = np.clip(gland + lig_w * np.minimum(lig, 1.0), 0.0, 1.0)
     if view == "MLO":
         gland *= 1.0 - 0.6 * smoothstep(pec_c, -0.5, 1.0)
     gland = np.where(inside_c, gland, 0.0).astype(np.float32)
