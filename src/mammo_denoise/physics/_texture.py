@@ -48,36 +48,6 @@ def power_law_noise(
     return field / std if std > 0 else field
 
 
-def ridge_network(
-    shape: tuple[int, int],
-    rng: np.random.Generator,
-    pixel_mm: float,
-    scale_mm: float = 3.0,
-    width_mm: float = 0.25,
-    stretch: float = 1.6,
-) -> np.ndarray:
-    """Thin curvilinear ridges in [0, 1]: the zero-level lines of band-limited noise.
-
-    Cooper's ligaments and the septa around fat lobules look like a network of thin bright
-    curves that enclose rounded dark fat lobules a few mm across. The zero set of a smooth
-    random field is exactly such a network of closed curves; ``h / |grad h|`` is the distance
-    (in pixels) to that set, so a Gaussian of it draws lines of constant ``width_mm``.
-    ``scale_mm`` sets the lobule size, ``stretch`` elongates them toward the nipple.
-    """
-    sigma = max(scale_mm / pixel_mm, 0.7)
-    white = rng.standard_normal(shape, dtype=np.float32)
-    # Gaussian low-pass in Fourier space (periodic): independent of the kernel size in cost.
-    fy = np.fft.fftfreq(shape[0])[:, None]
-    fx = np.fft.rfftfreq(shape[1])[None, :]
-    gauss = np.exp(-2.0 * np.pi**2 * sigma**2 * (fy * fy + (stretch * fx) ** 2))
-    h = np.fft.irfft2(np.fft.rfft2(white) * gauss, s=shape).astype(np.float32)
-    gy, gx = np.gradient(h)
-    grad = np.sqrt(gy * gy + gx * gx) + 1e-12
-    dist_px = np.abs(h) / grad
-    width_px = max(width_mm / pixel_mm, 0.5)
-    return np.exp(-0.5 * (dist_px / width_px) ** 2).astype(np.float32)
-
-
 def radial_streaks(
     shape: tuple[int, int],
     rng: np.random.Generator,
