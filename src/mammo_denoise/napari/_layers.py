@@ -4,7 +4,8 @@ Display rules (one place, used by the reader, the sample data and every widget):
 
 * ``scale`` is the pixel spacing in mm, so rulers and NPS frequencies are physical;
 * the name is ``meta.layer_name`` (laterality + view), never patient data;
-* contrast limits come from the VOI window when the header has one;
+* contrast limits come from the VOI window when the header has one; raw (linear) data are
+  windowed on the breast (``tissue_limits``) with a gamma standing in for the log display;
 * MONOCHROME1 is shown with ``gray_r``: the data stay untouched, only the colormap flips;
 * ``metadata["mammo_meta"]`` carries the MammogramMeta, ``metadata["noise_params"]`` the
   NoiseParams once known, ``metadata["derivation"]`` what was done to derive the layer.
@@ -17,6 +18,7 @@ import numpy as np
 META_KEY = "mammo_meta"
 PARAMS_KEY = "noise_params"
 DERIVATION_KEY = "derivation"
+RAW_GAMMA = 0.5
 
 
 def robust_limits(data, low: float = 0.5, high: float = 99.5) -> tuple[float, float]:
@@ -72,11 +74,14 @@ def image_layer_kwargs(data, meta, name: str | None = None, params=None) -> dict
     }
     if getattr(meta, "pixel_spacing_mm", None):
         kwargs["units"] = "mm"
+    raw = meta is not None and meta.is_linear
     limits = meta.contrast_limits if meta is not None else None
-    if not limits:
-        raw = meta is not None and meta.is_linear
-        limits = tissue_limits(data) if raw else robust_limits(data)
-    kwargs["contrast_limits"] = tuple(limits)
+    kwargs["contrast_limits"] = tuple(limits) if limits else (
+        tissue_limits(data) if raw else robust_limits(data))
+    if raw:
+        # Raw data are linear in dose while readers see attenuation, roughly its logarithm:
+        # a gamma of 0.5 on the window stands in for the log so dense tissue keeps its contrast.
+        kwargs["gamma"] = RAW_GAMMA
     if params is not None:
         kwargs["metadata"][PARAMS_KEY] = params
     return kwargs
@@ -95,6 +100,7 @@ def derived_kwargs(source, name: str, derivation: str, params=None, **overrides)
         "scale": tuple(source.scale),
         "translate": tuple(source.translate),
         "contrast_limits": tuple(source.contrast_limits),
+        "gamma": float(source.gamma),
         "colormap": source.colormap.name,
         "metadata": metadata,
     }

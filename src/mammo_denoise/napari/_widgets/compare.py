@@ -165,8 +165,13 @@ class CompareWidget(QWidget):
         if pair is None:
             return None
         noisy, denoised = pair
-        diff = np.asarray(noisy.data, np.float32) - np.asarray(denoised.data, np.float32)
-        limits = symmetric_limits(diff, self.k_sigma)
+        noisy_data = np.asarray(noisy.data, np.float32)
+        diff = noisy_data - np.asarray(denoised.data, np.float32)
+        # Scale the colours to the tissue the noisy layer's window shows: in raw data the open
+        # field is far noisier than the breast and would wash the breast's residual out.
+        lo, hi = noisy.contrast_limits
+        shown = (noisy_data >= lo) & (noisy_data <= hi)
+        limits = symmetric_limits(diff[shown] if shown.mean() > 0.05 else diff, self.k_sigma)
         name = f"{noisy.name} difference"
         kwargs = derived_kwargs(
             noisy,
@@ -174,12 +179,14 @@ class CompareWidget(QWidget):
             f"difference '{noisy.name}' − '{denoised.name}'",
             colormap=DIFF_COLORMAP,
             contrast_limits=limits,
+            gamma=1.0,
         )
         if name in self.viewer.layers:
             layer = self.viewer.layers[name]
             layer.data = diff
             layer.contrast_limits = limits
             layer.colormap = DIFF_COLORMAP
+            layer.gamma = 1.0
             layer.metadata.update(kwargs["metadata"])
         else:
             layer = add_image(self.viewer, diff, kwargs)
