@@ -1,0 +1,224 @@
+"""Table 1 of the first seed (Eckert et al. 2019) redone on held-out phantoms.
+
+    python benchmarks/quality.py --phantoms 20 --size 512
+
+Each test phantom (seeds 10_000 + i, never used in training) is generated at full dose; the
+input at ``--dose`` (default 0.2, the seed's 80 % reduction) is the same image with photons
+removed by binomial thinning of its known counts. Scored inside a ``--size`` crop that lies
+wholly inside the breast (unsaturated, no pectoral muscle) and holds as many calcifications as
+possible, or over the eroded breast of whole phantoms with ``--size 0``:
+
+(a) against the noise-free truth at that dose;
+(b) against the full-dose noisy image mapped to the low-dose signal level,
+    ``offset + dose * (z_full - offset)`` (the seed's protocol, in the same units).
+
+Columns: PSNR and SSIM (data range = range of the truth in the scored region, the same for
+every method), sigma_image (std in the flattest fatty 32x32 window, divided by the same range),
+calcification contrast ratio (mean contrast at the known positions over the truth's) and CNR.
+sigma_image is measured after removing a least-squares plane from the window
+(``metrics.flat_region_sigma``), so it is the noise, not the slow anatomy.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import common as C  # noqa: E402
+
+
+def score(img, case: C.Case, truth_contrast, full_contrast) -> dict:
+    r = case.region
+    R = case.data_range
+    out = {
+        "psnr": C.psnr(img, case.truth, R, r),
+        "ssim": C.ssim(img, case.truth, R, r),
+        "psnr_full": C.psnr(img, case.full_mapped, R, r),
+        "ssim_full": C.ssim(img, case.full_mapped, R, r),
+        "sigma_image": C.flat_sigma(img, case.flat) / R,
+    }
+    if case.calcs:
+        c = C.calc_contrast(img, case)
+        out["calc_contrast"] = float(np.mean(c))
+        out["calc_contrast_ratio"] = float(np.mean(c) / np.mean(truth_contrast))
+        out["calc_contrast_ratio_full"] = float(np.mean(c) / np.mean(full_contrast))
+        out["cnr"] = float(np.mean(C.calc_cnr(img, case)))
+    return out
+
+
+def main(argv=None):
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--phantoms", type=int, default=20)
+    ap.add_argument("--size", type=int, default=512, help="crop side; 0 = whole phantom (breast region)")
+    ap.add_argument("--phantom-shape", type=int, nargs=2, default=(1024, 1024))
+    ap.add_argument("--dose", type=float, default=0.2)
+    ap.add_argument("--seed0", type=int, default=C.TEST_SEED0)
+    ap.add_argument("--models", nargs="*", help="name=path.safetensors ... (default: every installed/runs model)")
+    ap.add_argument("--default-model", help="label of the model the bar applies to")
+    ap.add_argument("--no-bm3d", action="store_true")
+    ap.add_argument("--tile", type=int, default=0, help="inference tile (0 = whole crop in one pass)")
+    ap.add_argument("--threads", type=int)
+    ap.add_argument("--examples", type=int, default=1, help="phantoms drawn as PNG panels")
+    ap.add_argument("--name", default="quality", help="result file stem")
+    ap.add_argument("--allow-untrained", action="store_true", help="smoke tests only")
+    args = ap.parse_args(argv)
+    started = time.perf_counter()
+    threads = C.set_threads(args.threads)
+
+    specs = C.parse_models(args.models)
+    specs = [s for s in specs if args.allow_untrained or (s.card.get("training") or {}).get("epochs")]
+    default = C.default_model_spec(specs, args.default_model) if specs else None
+    use_bm3d = not args.no_bm3d and C.have_bm3d()
+    seeds = [args.seed0 + i for i in range(args.phantoms)]
+    print(f"{len(seeds)} phantoms {args.phantom_shape}, crop {args.size}, dose {args.dose}; "
+          f"models: {[s.label for s in specs]}; default: {default.label if default else None}; "
+          f"threads {threads}")
+    denoisers = {s.label: C.load(s) for s in specs}
+
+    methods = ["Noisy", "Gaussian filter (GAT, sigma 1)"] + (["BM3D (GAT)"] if use_bm3d else []) + list(denoisers)
+    refs = ["Truth (noise-free)", "Full dose (mapped to low-dose level)"]
+    per = {m: [] for m in refs + methods}
+    times = {m: [] for m in methods}
+    examples = []
+    tile = args.tile or None
+    for i, seed in enumerate(seeds):
+        case = C.make_case(seed, args.dose, args.phantom_shape, args.size)
+        tc = C.calc_contrast(case.truth, case) if case.calcs else None
+        fc = C.calc_contrast(case.full_mapped, case) if case.calcs else None
+        outs = {"Truth (noise-free)": case.truth, "Full dose (mapped to low-dose level)": case.full_mapped}
+        for m in methods:
+            t = C.timer()
+            if m == "Noisy":
+                out = case.low
+            elif m.startswith("Gaussian"):
+                out = C.gaussian_anscombe(case.low, case.params, 1.0)
+            elif m.startswith("BM3D"):
+                out = C.bm3d_anscombe(case.low, case.params)
+            else:
+                out = C.run_model(denoisers[m], case.low, case.params, tile=tile)
+            times[m].append(t())
+            outs[m] = out
+        for m, out in outs.items():
+            s = score(out, case, tc, fc)
+            s["seed"] = seed
+            s["n_calcs"] = len(case.calcs)
+            s["region_fraction"] = float(case.region.mean())
+            per[m].append(s)
+        if i < args.examples:
+            examples.append((case, {k: outs[k] for k in ["Truth (noise-free)", "Full dose (mapped to low-dose level)"] + methods}))
+        line = "  ".join(f"{m.split(' ')[0]} {per[m][-1]['psnr']:.2f}/{per[m][-1]['ssim']:.3f}" for m in methods)
+        print(f"[{i + 1}/{len(seeds)}] seed {seed} crop {case.crop} calcs {len(case.calcs)}: {line}", flush=True)
+
+    keys = ["psnr", "ssim", "sigma_image", "calc_contrast_ratio", "cnr", "psnr_full", "ssim_full",
+            "calc_contrast_ratio_full"]
+    summary = {m: {k: C.mean_std([r.get(k) for r in per[m]]) for k in keys} for m in per}
+    for m in methods:
+        summary[m]["time_s"] = C.mean_std(times[m])
+
+    bar = None
+    if default is not None and use_bm3d:
+        d, b = per[default.label], per["BM3D (GAT)"]
+        dpsnr = [x["psnr"] - y["psnr"] for x, y in zip(d, b)]
+        dssim = [x["ssim"] - y["ssim"] for x, y in zip(d, b)]
+        ratio = summary[default.label]["calc_contrast_ratio"]["mean"]
+        bar = {
+            "model": default.label,
+            "psnr_minus_bm3d": C.mean_std(dpsnr),
+            "ssim_minus_bm3d": C.mean_std(dssim),
+            "psnr_pass": summary[default.label]["psnr"]["mean"] >= summary["BM3D (GAT)"]["psnr"]["mean"] + 0.5,
+            "ssim_pass": summary[default.label]["ssim"]["mean"] >= summary["BM3D (GAT)"]["ssim"]["mean"],
+            "calc_contrast_ratio": ratio,
+            "calc_pass": ratio is not None and ratio >= 0.9,
+        }
+        for k, label in (("psnr_pass", "PSNR >= BM3D + 0.5 dB"), ("ssim_pass", "SSIM >= BM3D"),
+                         ("calc_pass", "calcification contrast >= 90 % of truth")):
+            print(f"{'PASS' if bar[k] else 'FAIL'}: {label} ({default.label})")
+
+    png = plot_examples(examples, args.name) if examples else None
+    seed_check = C.check_seed_disjoint(specs, seeds)
+    C.write_result(args.name, {
+        "settings": {"phantoms": args.phantoms, "seeds": [seeds[0], seeds[-1]], "size": args.size,
+                     "phantom_shape": list(args.phantom_shape), "dose": args.dose, "tile": tile,
+                     "threads": threads, "views": "CC for even seeds, MLO for odd",
+                     "input": "binomial thinning of the phantom's full-dose photon counts (exact Poisson-Gaussian)",
+                     "params": "true detector NoiseParams passed to every method",
+                     "reference_b": "offset + dose * (z_full - offset)",
+                     "metrics_source": C.METRICS_SOURCE},
+        "models": [s.describe() for s in specs],
+        "default_model": default.label if default else None,
+        "seed_disjoint": seed_check,
+        "methods": methods,
+        "references": refs,
+        "summary": summary,
+        "bar": bar,
+        "seed_table1": {k: list(v) for k, v in C.SEED_TABLE1.items()},
+        "seed_table1_notes": C.SEED_TABLE1_NOTES,
+        "per_phantom": per,
+        "png": png,
+    }, started)
+    print_table(summary, methods, refs)
+
+
+def print_table(summary, methods, refs):
+    def f(d, k, digits=2):
+        v = d[k]["mean"] if isinstance(d.get(k), dict) else None
+        return "n/a" if v is None else f"{v:.{digits}f}"
+
+    print(f"{'method':42s} {'PSNR':>14s} {'SSIM':>14s} {'sigma':>8s} {'calcC':>6s} {'PSNRfull':>9s} {'t[s]':>7s}")
+    for m in refs + methods:
+        s = summary[m]
+        print(f"{m[:42]:42s} {C.fmt_ms(s['psnr']):>14s} {C.fmt_ms(s['ssim'], 3):>14s} "
+              f"{f(s, 'sigma_image', 4):>8s} {f(s, 'calc_contrast_ratio'):>6s} "
+              f"{f(s, 'psnr_full'):>9s} {f(s, 'time_s'):>7s}")
+
+
+def plot_examples(examples, name):
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    paths = []
+    for case, outs in examples:
+        # Zoom on the calcification cluster if there is one, else the centre.
+        h, w = case.truth.shape
+        if case.calcs:
+            rc = np.median([[k.row, k.col] for k in case.calcs], axis=0)
+        else:
+            rc = np.array([h / 2, w / 2])
+        z = min(128, h, w)
+        r0 = int(np.clip(rc[0] - z / 2, 0, h - z))
+        c0 = int(np.clip(rc[1] - z / 2, 0, w - z))
+        sl = (slice(r0, r0 + z), slice(c0, c0 + z))
+        lo, hi = np.percentile(case.truth[sl], [0.5, 99.5])
+        n = len(outs)
+        cols = min(n, 4)
+        rows = -(-n // cols)
+        fig, axes = plt.subplots(rows, cols, figsize=(3.2 * cols, 3.7 * rows))
+        for ax in np.atleast_1d(axes).ravel():
+            ax.axis("off")
+        for ax, (label, img) in zip(np.atleast_1d(axes).ravel(), outs.items()):
+            # MONOCHROME1 phantom data: high values (less attenuation) displayed dark.
+            ax.imshow(img[sl], cmap="gray_r", vmin=lo, vmax=hi, interpolation="nearest")
+            ax.set_title(label[:30], fontsize=8)
+            if label.startswith("Truth"):  # mark the calcifications once, leave the others clean
+                for k in case.calcs:
+                    if r0 <= k.row < r0 + z and c0 <= k.col < c0 + z:
+                        ax.plot(k.col - c0, k.row - r0, "o", mfc="none", mec="orange", ms=14, mew=0.6)
+        fig.suptitle(f"phantom seed {case.seed}, dose {case.dose:g}, crop {case.crop}, zoom {z}px", fontsize=9)
+        fig.tight_layout(h_pad=1.5)
+        path = C.RESULTS / f"{name}_example_{case.seed}.png"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fig.savefig(path, dpi=110)
+        plt.close(fig)
+        paths.append(str(path.relative_to(C.ROOT)))
+    return paths
+
+
+if __name__ == "__main__":
+    main()
