@@ -35,7 +35,7 @@ COMMANDS = {
     "quality": "python benchmarks/quality.py --phantoms 20 --size 512",
     "dose_sweep": "python benchmarks/dose_sweep.py --phantoms 6 --size 512",
     "nps": "python benchmarks/nps.py --slab 1024 --phantoms 3 --size 256 --realisations 4",
-    "speed": "python benchmarks/speed.py",
+    "speed": "python benchmarks/speed.py --models mammo-unet=default --timing-architectures dncnn eckert-resnet cae",
     "robustness": "python benchmarks/robustness.py --phantoms 4 --size 512",
 }
 
