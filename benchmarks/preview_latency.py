@@ -1,0 +1,63 @@
+"""Dose-slider preview latency of the napari Dose widget on a full-field image.
+
+    xvfb-run -a python benchmarks/preview_latency.py
+
+Times ``DoseWidget.preview(fraction)`` end to end (decimated simulation + layer update + a canvas
+repaint) on a 3328 x 2560 phantom, for eight slider positions, and writes
+benchmarks/results/preview_latency.json with the machine, date and command.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import sys
+import time
+from datetime import datetime, timezone
+from pathlib import Path
+
+import numpy as np
+
+SHAPE = (3328, 2560)
+FRACTIONS = (0.05, 0.2, 0.4, 0.6, 0.8, 0.3, 0.1, 0.9)
+
+
+def main() -> None:
+    import napari
+
+    from mammo_denoise.napari._layers import image_layer_kwargs
+    from mammo_denoise.napari._widgets.dose import DoseWidget
+    from mammo_denoise.physics.phantom import make_phantom
+
+    phantom = make_phantom(seed=0, shape=SHAPE, dose=1.0)
+    viewer = napari.Viewer(show=False)
+    viewer.add_image(phantom.noisy, **image_layer_kwargs(phantom.noisy, phantom.meta, params=phantom.params))
+    widget = DoseWidget(viewer)
+    widget.preview(0.5)  # first call creates the layer
+    canvas = viewer.window._qt_viewer.canvas.native
+    times = []
+    for fraction in FRACTIONS:
+        t0 = time.perf_counter()
+        widget.preview(fraction)
+        canvas.repaint()
+        times.append(time.perf_counter() - t0)
+    result = {
+        "command": "xvfb-run -a python " + " ".join(sys.argv),
+        "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "machine": {"cpu": platform.processor() or platform.machine(), "cores": os.cpu_count(),
+                    "load_average": list(os.getloadavg())},
+        "shape": list(SHAPE),
+        "decimation": widget.preview_layer.metadata.get("decimation"),
+        "latency_ms": [round(1000 * t, 1) for t in times],
+        "median_ms": round(1000 * float(np.median(times)), 1),
+        "max_ms": round(1000 * max(times), 1),
+    }
+    out = Path(__file__).parent / "results" / "preview_latency.json"
+    out.write_text(json.dumps(result, indent=2))
+    print(f"preview latency on {SHAPE[0]}x{SHAPE[1]}: median {result['median_ms']} ms, "
+          f"max {result['max_ms']} ms -> {out}")
+
+
+if __name__ == "__main__":
+    main()
