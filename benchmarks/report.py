@@ -24,11 +24,13 @@ OUT = C.ROOT / "BENCHMARKS.md"
 
 #: Sizes and rough wall time on the 2-core shared CPU (BM3D dominates).
 SIZES = {
-    "quality": "20 phantoms 1024², 512² crops, dose 0.2; ~30–45 min (BM3D ~45 s/crop, Eckert ResNet ~30 s/crop)",
-    "dose_sweep": "6 phantoms × 6 doses, 512² crops; ~30 min (BM3D)",
-    "nps": "1024² slab; 3 phantoms × 4 realisations, 256² crops; ~10 min",
-    "speed": "3328×2560 per model, BM3D full field once, memory at 2048², 3328×2560, 4096×3328; ~40 min",
-    "robustness": "9 detector settings + FOR PRESENTATION × 4 phantoms, 512² crops; ~10 min",
+    "quality": "20 phantoms 1024², 512² crops, dose 0.2; 8.5 min with three U-Nets (BM3D ~19 s/crop; "
+               "add ~7 s/crop for DnCNN, ~19 s for the Eckert ResNet)",
+    "dose_sweep": "6 phantoms × 6 doses, 512² crops; ~14 min (BM3D)",
+    "nps": "1024² slab; 3 phantoms × 4 realisations, 256² crops; ~2–4 min",
+    "speed": "3328×2560 per model, BM3D full field once, memory at 2048², 3328×2560, 4096×3328; ~14 min "
+             "(quiet machine)",
+    "robustness": "10 detector settings + FOR PRESENTATION × 4 phantoms, 512² crops; ~2–4 min",
 }
 
 COMMANDS = {

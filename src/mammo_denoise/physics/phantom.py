@@ -13,9 +13,10 @@ sizes) are physical and are only shrunk when the image is too small to hold them
 What is and is not modelled (primary-only, monoenergetic):
 - no scatter, no heel effect, no detector noise correlation (white noise, PHYSICS.md s.1);
 - the direct-exposure region is about ``exp(mu*T)`` (~17x at 5 cm) brighter than the breast.
-  With the default gain (2 DN/quantum) and 14 bits it saturates at 16383 DN, as on a real
-  detector driven this hard; ``noisy`` is clipped there, while ``truth`` keeps the unclipped
-  expected signal so that ``truth_at(dose)`` stays exact. ``Phantom.saturated`` marks it.
+  The default gain (0.25 DN/quantum) keeps it inside 14 bits; with a larger gain or more
+  photons it saturates at 16383 DN, as on a real detector driven this hard: ``noisy`` is
+  clipped there, while ``truth`` keeps the unclipped expected signal so that
+  ``truth_at(dose)`` stays exact. ``Phantom.saturated`` marks it.
 """
 
 from __future__ import annotations
