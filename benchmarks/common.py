@@ -395,6 +395,18 @@ def default_model_spec(specs: list[ModelSpec], explicit: str | None = None) -> M
     return specs[0] if specs else None
 
 
+def resolve_default_model(explicit: str | None, allow_untrained: bool) -> ModelSpec:
+    """The model a single-model benchmark scores: ``explicit`` or the installed default, trained
+    (a card with epochs) unless ``allow_untrained``; exits with a message when there is none."""
+    specs = discover_models() if not explicit else []
+    if not allow_untrained:
+        specs = [s for s in specs if (s.card.get("training") or {}).get("epochs")]
+    spec = default_model_spec(specs, explicit)
+    if spec is None:
+        raise SystemExit("no trained model found; pass --model")
+    return spec
+
+
 def load(spec: ModelSpec):
     from mammo_denoise.models import load_model
 

@@ -47,12 +47,7 @@ def main(argv=None):
     started = time.perf_counter()
     threads = C.set_threads(args.threads)
 
-    specs = C.discover_models() if not args.model else []
-    if not args.allow_untrained:
-        specs = [s for s in specs if (s.card.get("training") or {}).get("epochs")]
-    spec = C.default_model_spec(specs, args.model)
-    if spec is None:
-        raise SystemExit("no trained model found; pass --model")
+    spec = C.resolve_default_model(args.model, args.allow_untrained)
     den = C.load(spec)
     use_bm3d = not args.no_bm3d and C.have_bm3d()
     methods = ["Gaussian filter (GAT, sigma 1)"] + (["BM3D (GAT)"] if use_bm3d else []) + [spec.label]

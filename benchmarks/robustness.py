@@ -87,12 +87,7 @@ def main(argv=None):
     args = ap.parse_args(argv)
     started = time.perf_counter()
     threads = C.set_threads(args.threads)
-    specs = C.discover_models() if not args.model else []
-    if not args.allow_untrained:
-        specs = [s for s in specs if (s.card.get("training") or {}).get("epochs")]
-    spec = C.default_model_spec(specs, args.model)
-    if spec is None:
-        raise SystemExit("no trained model found; pass --model")
+    spec = C.resolve_default_model(args.model, args.allow_untrained)
     den = C.load(spec)
     from mammo_denoise.io.meta import FOR_PRESENTATION, MG_FOR_PRESENTATION_SOP
     from mammo_denoise.physics.noise import estimate_noise_params
