@@ -8,7 +8,7 @@ import torch
 from torch import nn
 
 from mammo_denoise.errors import Cancelled, MammoDenoiseError
-from mammo_denoise.inference import denoise, resolve_device, tile_layout
+from mammo_denoise.inference import _reflect_index, denoise, resolve_device, tile_layout
 from mammo_denoise.io.meta import MammogramMeta
 from mammo_denoise.models import Denoiser, make_denoiser, save_model
 from mammo_denoise.physics.params import NoiseParams
@@ -53,6 +53,16 @@ def test_tiled_equals_whole_image_for_odd_sizes(unet):
         assert np.abs(tiled - whole).max() < tol
     # a tile larger than the image is the whole-image pass
     np.testing.assert_array_equal(denoise(z, unet, params=PARAMS, device="cpu", tile=4096), whole)
+
+
+def test_reflected_tile_indices_match_numpy_reflect_padding():
+    # Tiles index the image through mirrored coordinates instead of padding a copy of it; pads
+    # longer than the image (tiny images) must reflect again, as np.pad does.
+    for n in (1, 2, 3, 7):
+        pad = 3 * n + 2
+        idx = np.arange(-pad, n + pad)
+        expected = np.pad(np.arange(n), pad, mode="reflect")
+        np.testing.assert_array_equal(np.arange(n)[_reflect_index(idx, n)], expected)
 
 
 def test_small_images_and_layout(unet):

@@ -30,6 +30,18 @@ def _fraction(text: str) -> float:
     return value
 
 
+def _arch_option(text: str) -> tuple[str, int | float | str]:
+    key, sep, value = text.partition("=")
+    if not sep or not key.strip():
+        raise argparse.ArgumentTypeError(f"expected KEY=VALUE, got {text!r}")
+    for cast in (int, float):
+        try:
+            return key.strip(), cast(value)
+        except ValueError:
+            pass
+    return key.strip(), value
+
+
 def _size(text: str) -> tuple[int, int]:
     try:
         rows, cols = (int(v) for v in text.lower().split("x"))
@@ -167,7 +179,7 @@ def _distributed_share(files: list[Path]) -> list[Path]:
 
 
 def cmd_denoise(args) -> int:
-    from mammo_denoise.inference import denoise
+    from mammo_denoise.inference import DEFAULT_TILE, denoise
     from mammo_denoise.io import read_mammogram, write_derived
     from mammo_denoise.models import load_model
 
@@ -178,7 +190,7 @@ def cmd_denoise(args) -> int:
     for src in files:
         image, meta = read_mammogram(src)
         t0 = time.perf_counter()
-        result = denoise(image, model=model, meta=meta, device=args.device, tile=args.tile,
+        result = denoise(image, model=model, meta=meta, device=args.device, tile=args.tile or DEFAULT_TILE,
                          overlap=args.overlap, batch_size=args.batch_size,
                          progress=_Progress(src.name, show))
         dest = _output_for(src, root, Path(args.output), "_denoised")
@@ -232,7 +244,7 @@ def cmd_train(args) -> int:
 
     dose_kw = {"dose_range": tuple(args.dose_range)} if args.dose_range else {"dose": args.dose}
     config = TrainConfig(
-        architecture=args.architecture, init=args.init, paths=[Path(p) for p in args.data],
+        architecture=args.architecture, arch_kwargs=dict(args.arch_option), init=args.init, paths=[Path(p) for p in args.data],
         phantoms=args.phantoms, phantom_shape=args.phantom_size, epochs=args.epochs, iters_per_epoch=args.iters_per_epoch,
         patch=args.patch, batch_size=args.batch_size, lr=args.lr, lr_schedule=args.lr_schedule,
         patience=args.patience, loss=args.loss,
@@ -328,7 +340,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("-o", "--output", required=True, metavar="OUT",
                    help="output file (for a file) or folder (for a folder)")
     _model_options(p)
-    p.add_argument("--tile", type=_positive_int, default=512, help="tile size in pixels (default 512)")
+    p.add_argument("--tile", type=_positive_int, default=None,
+                   help="largest tile side in pixels (default: mammo_denoise.inference.DEFAULT_TILE, 1024)")
     p.add_argument("--overlap", type=_positive_int, default=None, help="tile overlap in pixels")
     p.add_argument("--batch-size", type=_positive_int, default=None, help="tiles per batch")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
@@ -354,6 +367,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", required=True, type=Path, metavar="WEIGHTS", help="output .safetensors path")
     p.add_argument("--name", default=None, help="model name for the card (default: file stem)")
     p.add_argument("--architecture", default="unet", choices=["unet", "eckert-resnet", "dncnn", "cae"])
+    p.add_argument("--arch-option", type=_arch_option, action="append", default=[], metavar="KEY=VALUE",
+                   help="architecture argument, repeatable (e.g. --arch-option depth=4 --arch-option base=12)")
     p.add_argument("--init", default=None, metavar="MODEL", help="start from this model (fine-tuning)")
     dose = p.add_mutually_exclusive_group()
     dose.add_argument("--dose", type=_fraction, default=0.2, metavar="F", help="dose fraction (default 0.2)")

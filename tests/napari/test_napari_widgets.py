@@ -96,13 +96,13 @@ def test_denoise_cancel_adds_no_layer(make_napari_viewer, qtbot, phantom, model_
     from mammo_denoise.napari._widgets.denoise import DenoiseWidget
 
     gate = threading.Event()
-    real = inference.denoise_transformed
+    real = inference.denoise_frame
 
     def slow(*args, cancel=None, **kwargs):  # hold the first batch until the test cancelled
         gate.wait(10)
         return real(*args, cancel=cancel, **kwargs)
 
-    monkeypatch.setattr(inference, "denoise_transformed", slow)
+    monkeypatch.setattr(inference, "denoise_frame", slow)
     viewer = make_napari_viewer()
     add_phantom(viewer, phantom, name="L CC")
     w = DenoiseWidget(viewer)

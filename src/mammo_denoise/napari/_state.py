@@ -70,9 +70,9 @@ def default_model_name() -> str | None:
 class DenoiseSettings:
     model: str = ""
     device: str = "auto"  # auto / cpu / cuda
-    tile: int = 512
+    tile: int = 1024  # inference.DEFAULT_TILE (not imported: this module stays torch-free)
     overlap: int = -1  # -1: the model's seamless default
-    batch_size: int = 0  # 0: the core's choice (1 on CPU, 8 on a GPU)
+    batch_size: int = 0  # 0: the core's choice (1 on CPU, 2 on a GPU)
 
 
 @evented
