@@ -278,8 +278,14 @@ class _Transform:
 
 
 # ----------------------------------------------------------------------------- the engine
-#: Rows per block when normalising and inverting the blended result (bounded temporaries).
-_ROW_BLOCK = 256
+#: Pixels per block of rows when checking, normalising and inverting whole frames: bounds the
+#: float64 temporaries (~2 MB each) whatever the image size.
+_BLOCK_PIXELS = 1 << 18
+
+
+def _row_blocks(h: int, w: int):
+    step = max(1, _BLOCK_PIXELS // max(w, 1))
+    return (slice(r, min(r + step, h)) for r in range(0, h, step))
 
 
 def denoise_frame(frame: np.ndarray, transform: _Transform, denoiser, device: torch.device, *,
@@ -353,8 +359,7 @@ def denoise_frame(frame: np.ndarray, transform: _Transform, denoiser, device: to
     # The weights are separable, so their sum over tiles is the outer product of the per-axis
     # sums: > 0 everywhere, since neighbouring tiles' weighted cores tile each axis.
     sy, sx = _weight_sums(oy, ty, cy, h, wy), _weight_sums(ox, tx, cx, w, wx)
-    for r0 in range(0, h, _ROW_BLOCK):
-        rows = slice(r0, min(r0 + _ROW_BLOCK, h))
+    for rows in _row_blocks(h, w):
         if not np.isfinite(out[rows]).all():
             raise MammoDenoiseError(f"model {denoiser.name!r} produced NaN or infinite values"
                                     + (" (half-precision overflow? try amp=False)" if cuda and amp else ""))
@@ -421,7 +426,7 @@ def denoise(image, model="default", params=None, meta=None, device="auto", tile:
     n = frames.shape[0]
     if arr.dtype.kind == "f":
         for k in range(n):  # in blocks of rows: no image-sized temporaries
-            if not all(np.isfinite(frames[k, r:r + _ROW_BLOCK]).all() for r in range(0, frames.shape[1], _ROW_BLOCK)):
+            if not all(np.isfinite(frames[k, rows]).all() for rows in _row_blocks(*frames.shape[1:])):
                 raise MammoDenoiseError("image contains NaN or infinite values; denoising needs finite pixel values")
     if params is None or not isinstance(params, (list, tuple)):
         frame_params = [params] * n
