@@ -241,16 +241,17 @@ def sec_speed(doc):
                f"**{mm['gflops']:.1f} GFLOP/s**. Load average at end: {doc.get('loadavg_at_end')} "
                "(shared machine: absolute times are noisy, ratios within this run are the robust numbers).\n\n")
     b = doc.get("bm3d") or {}
-    out.append("| method | MAC/px | 512² s | full image s | tiles | tiles/s | GFLOP/s (tiles) | % matmul peak | speed-up vs BM3D (512² / full) |\n")
-    out.append("|---|---|---|---|---|---|---|---|---|\n")
+    out.append("| method | MAC/px | computed / image px | 512² s | full image s | tiles | tiles/s | GFLOP/s (tiles) | % matmul peak | speed-up vs BM3D (512² / full) |\n")
+    out.append("|---|---|---|---|---|---|---|---|---|---|\n")
     for label, r in doc["models"].items():
         star = " (default)" if label == doc.get("default_model") else ""
-        out.append(f"| {label}{star} | {r['macs_per_pixel']:.0f} | {r['crop_512_s']:.2f} | {r['full_s']:.1f} | "
+        out.append(f"| {label}{star} | {r['macs_per_pixel']:.0f} | {v(r.get('computed_over_image_pixels'))} | "
+                   f"{r['crop_512_s']:.2f} | {r['full_s']:.1f} | "
                    f"{r['full_tiles']} | {r['tiles_per_s']:.2f} | {r['gflops']:.1f} | "
                    f"{100 * r['fraction_of_matmul_peak']:.0f} % | {v(r.get('speedup_vs_bm3d_crop'), digits=1)}× / "
                    f"{v(r.get('speedup_vs_bm3d_full'), digits=1)}× |\n")
     if b:
-        out.append(f"| BM3D (GAT) | — | {b['crop_512_s']:.1f} | {v(b.get('full_s'), digits=1)} | — | — | — | — | 1× |\n")
+        out.append(f"| BM3D (GAT) | — | — | {b['crop_512_s']:.1f} | {v(b.get('full_s'), digits=1)} | — | — | — | — | 1× |\n")
     mem = doc.get("memory")
     if mem:
         out.append("\n**Peak memory of `denoise` (default model, fresh subprocess per size)**\n\n")

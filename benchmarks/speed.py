@@ -41,6 +41,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import common as C  # noqa: E402
+from mammo_denoise.inference import DEFAULT_TILE  # noqa: E402
 
 FULL = (3328, 2560)
 MEM_SIZES = ((2048, 2048), (3328, 2560), (4096, 3328))
@@ -123,7 +124,7 @@ def matmul_peak(repeats):
     return {"seconds_best": best, "gflops": 2 * 2048**3 / best / 1e9, "repeats": repeats}
 
 
-def time_model(den, z, p, tile=512):
+def time_model(den, z, p, tile):
     from mammo_denoise.inference import denoise
 
     info = {}
@@ -136,10 +137,27 @@ def time_model(den, z, p, tile=512):
     return t(), info.get("tiles", 1)
 
 
-def macs_per_tile(den, tile):
+def macs_per_pixel(den) -> float:
     from mammo_denoise.models import count_macs
 
-    return count_macs(den.net, (1, 1, tile, tile))
+    return count_macs(den.net, (1, 1, 256, 256)) / 256**2
+
+
+def _layouts(den, shape, tile):
+    from mammo_denoise.inference import tile_layout
+
+    return [tile_layout(n, tile, den.default_overlap, den.alignment) for n in shape]
+
+
+def tile_count(den, shape, tile) -> int:
+    (oy, *_), (ox, *_) = _layouts(den, shape, tile)
+    return len(oy) * len(ox)
+
+
+def computed_pixels(den, shape, tile) -> int:
+    """Pixels the network actually computes: tiles x (shrunk) tile area, overlaps included."""
+    (oy, ty, *_), (ox, tx, *_) = _layouts(den, shape, tile)
+    return len(oy) * ty * len(ox) * tx
 
 
 def training_throughput(iters, threads):
@@ -217,7 +235,7 @@ def main(argv=None):
     ap.add_argument("--skip-training", action="store_true")
     ap.add_argument("--train-iters", type=int, default=40)
     ap.add_argument("--repeats", type=int, default=3)
-    ap.add_argument("--tile", type=int, default=512)
+    ap.add_argument("--tile", type=int, default=DEFAULT_TILE, help="largest tile side (default: the core's)")
     ap.add_argument("--threads", type=int)
     ap.add_argument("--name", default="speed")
     ap.add_argument("--allow-untrained", action="store_true")
@@ -269,30 +287,29 @@ def main(argv=None):
     models = {}
     for s in specs:
         den = C.load(s)
-        mpt = macs_per_tile(den, args.tile)
+        mpp = macs_per_pixel(den)
         C.run_model(den, crop[:128, :128], p)  # warm-up
         t_crop, tiles_crop = time_model(den, crop, p, args.tile)
-        extrapolated = args.extrapolate_above and mpt / args.tile**2 > args.extrapolate_above
+        extrapolated = args.extrapolate_above and mpp > args.extrapolate_above
         if extrapolated:
-            # Too slow to run whole on this machine: time a 1024x1024 region with the same
-            # tiling and scale by the whole image's tile count (per-tile cost is constant).
-            from mammo_denoise.inference import tile_layout
-
+            # Too slow to run whole on this machine: time a 1024x1024 region and scale by the
+            # pixels the network computes (tiles x tile area; the cost per computed pixel is
+            # constant).
             region = z[:1024, :1024]
-            t_reg, tiles_reg = time_model(den, region, p, args.tile)
-            ny = len(tile_layout(z.shape[0], args.tile, den.default_overlap, den.alignment)[0])
-            nx = len(tile_layout(z.shape[1], args.tile, den.default_overlap, den.alignment)[0])
-            tiles_full = ny * nx
-            t_full = t_reg / tiles_reg * tiles_full
+            t_reg, _ = time_model(den, region, p, args.tile)
+            t_full = t_reg / computed_pixels(den, region.shape, args.tile) * computed_pixels(den, z.shape, args.tile)
+            tiles_full = tile_count(den, z.shape, args.tile)
         else:
             t_full, tiles_full = time_model(den, z, p, args.tile)
-        r = {"architecture": s.architecture, "macs_per_tile": mpt, "tile": args.tile,
-             "macs_per_pixel": mpt / args.tile**2, "overlap": den.default_overlap,
+        computed = computed_pixels(den, z.shape, args.tile)
+        r = {"architecture": s.architecture, "arch_kwargs": s.card.get("arch_kwargs", {}),
+             "tile": args.tile, "macs_per_pixel": mpp, "overlap": den.default_overlap,
+             "computed_over_image_pixels": computed / z.size,
              "crop_512_s": t_crop, "crop_512_tiles": tiles_crop,
              "full_s": t_full, "full_tiles": tiles_full, "tiles_per_s": tiles_full / t_full,
              "full_extrapolated": bool(extrapolated),
-             "gflops": 2 * mpt * tiles_full / t_full / 1e9,
-             "gflops_useful": 2 * (mpt / args.tile**2) * z.size / t_full / 1e9}
+             "gflops": 2 * mpp * computed / t_full / 1e9,
+             "gflops_useful": 2 * mpp * z.size / t_full / 1e9}
         r["fraction_of_matmul_peak"] = r["gflops"] / peak
         models[s.label] = r
         print(f"{s.label:24s} full {t_full:8.1f} s{' (extrapolated)' if extrapolated else ''}  {r['tiles_per_s']:.2f} tiles/s  "
