@@ -449,6 +449,19 @@ def _psnr_dn(values, val, params, noise_model, is_dn: bool) -> float:
     return float(np.mean(vals)) if vals else float("nan")
 
 
+def _phantom_detector() -> dict:
+    """The detector the training phantoms were simulated with (make_phantom's defaults), so a
+    card says which gain, offset and electronic noise the model has seen."""
+    import inspect
+
+    from mammo_denoise.physics.phantom import make_phantom
+
+    keys = ("pixel_mm", "photons", "gain", "offset", "electronic_sigma", "energy_kev", "thickness_mm",
+            "blur_sigma_px", "bits")
+    params = inspect.signature(make_phantom).parameters
+    return {k: params[k].default for k in keys}
+
+
 def _write_model(den, config, out, state, noisy_psnr, held_out, dctx, device,
                  stopped_early, use_amp):
     from mammo_denoise.models import save_model
@@ -457,6 +470,7 @@ def _write_model(den, config, out, state, noisy_psnr, held_out, dctx, device,
     data = {
         "phantoms": config.phantoms,
         "phantom_shape": list(config.phantom_shape) if config.phantoms else None,
+        "phantom_detector": _phantom_detector() if config.phantoms else None,
         # File names only: folder names of clinical data can carry patient details.
         "files": [Path(p).name for p in config.paths],
         "images": len(config.images),
