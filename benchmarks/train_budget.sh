@@ -3,9 +3,12 @@
 # CPU, the same 40 phantoms (768x576, seed 0), 20 % dose, patch 64, batch 16, Adam lr 1e-3.
 # Architectures differ ~70x in cost per patch, so equal time means very unequal patch counts;
 # each card records patches_seen. Usage: bash benchmarks/train_budget.sh [MINUTES] [OUTDIR]
+# THREADS (default 1) caps torch's threads, so that the runs can share the machine with other
+# work and still get equal conditions: run them back to back under the same load.
 set -euo pipefail
 minutes=${1:-6}
 out=${2:-runs/budget}
+export OMP_NUM_THREADS=${THREADS:-1}
 mkdir -p "$out"
 common=(--phantoms 40 --phantom-size 768x576 --dose 0.2 --patch 64 --batch-size 16 --lr 1e-3
         --epochs 1000 --iters-per-epoch 50 --patience 1000 --seed 0 --time-budget "$minutes")

@@ -11,6 +11,7 @@ import torch
 from mammo_denoise.errors import Cancelled, MammoDenoiseError
 from mammo_denoise.physics.anscombe import expected_anscombe
 from mammo_denoise.physics.params import NoiseParams
+from mammo_denoise.physics.phantom import make_phantom
 from mammo_denoise.training import EpochEnd, TrainConfig, TrainDone, TrainStep, describe, train
 from mammo_denoise.training import loop as loop_mod
 from mammo_denoise.training.checkpoint import load_checkpoint, save_checkpoint
@@ -124,8 +125,6 @@ def test_real_images_are_dose_reduced_from_their_full_dose_noise():
 
 
 def test_phantom_target_matches_truth_at_dose():
-    from mammo_denoise.physics.phantom import make_phantom
-
     ph = make_phantom(seed=5, shape=(64, 64))
     cfg = TrainConfig(phantoms=1, dose=0.3, patch=64, edge_fraction=1.0)
     src = Source(ph.truth, ph.params, ph.mask, "phantom", "p")
@@ -206,6 +205,10 @@ def test_train_writes_weights_card_and_messages(tmp_path):
     assert tr["patches_seen"] == cfg.epochs * cfg.iters_per_epoch * cfg.batch_size
     assert tr["command"] == "pytest" and tr["loss"] == "mse+ssim" and tr["seed"] == 3
     assert tr["data"]["phantoms"] == 3 and tr["data"]["validation"] == "held-out images"
+    detector = tr["data"]["phantom_detector"]  # the phantoms' detector, from make_phantom
+    ph = make_phantom(seed=0, shape=(64, 64))
+    assert (detector["gain"], detector["offset"], detector["electronic_sigma"]) == (
+        ph.params.gain, ph.params.offset, ph.params.electronic_sigma)
     assert card["metrics"]["val_psnr"] == pytest.approx(msgs[-1].best_val_psnr)
     # What was written loads through the public loader and is the trained network.
     den = load_model(path)
@@ -335,8 +338,6 @@ def test_gaussian_saltpepper_training_writes_an_intensity_model(tmp_path):
 
 
 def test_in_memory_image_trains_and_validates_on_itself(tmp_path):
-    from mammo_denoise.physics.phantom import make_phantom
-
     ph = make_phantom(seed=9, shape=(64, 64))
     cfg = tiny(tmp_path, phantoms=0, images=[(ph.noisy, ph.params)], epochs=1)
     path = train(cfg)
