@@ -88,6 +88,31 @@ def test_denoise_adds_layer(make_napari_viewer, qtbot, phantom, model_dir):
     assert w.last_layer is out
 
 
+def test_denoise_stack_frame_by_frame_with_its_own_noise_fit(make_napari_viewer, qtbot, phantom,
+                                                             model_dir):
+    from mammo_denoise.inference import denoise
+    from mammo_denoise.napari._widgets.denoise import DenoiseWidget
+    from mammo_denoise.physics.phantom import make_phantom
+
+    other = make_phantom(seed=4, shape=phantom.noisy.shape, view="CC", dose=0.5)
+    stack = np.stack([phantom.noisy, other.noisy]).astype(np.float32)
+    viewer = make_napari_viewer()
+    src = viewer.add_image(stack, name="stack")  # no noise parameters: the widget fits them
+    w = DenoiseWidget(viewer)
+    w.settings.model, w.settings.device, w.settings.tile = "tiny", "cpu", 128
+    w.layer_combo.layer = src
+    assert w.run() is not None
+    wait_idle(qtbot, w)
+    out = viewer.layers["stack denoised"]
+    params = out.metadata["noise_params"]
+    assert out.data.shape == stack.shape and len(params) == 2
+    for k in range(2):
+        assert params[k].gain == pytest.approx(phantom.params.gain, rel=0.15)
+        expected = denoise(stack[k], model=str(model_dir / "tiny.safetensors"), params=params[k],
+                           device="cpu", tile=128)
+        np.testing.assert_allclose(out.data[k], expected, rtol=0, atol=1e-3)
+
+
 def test_denoise_cancel_adds_no_layer(make_napari_viewer, qtbot, phantom, model_dir, notes,
                                       monkeypatch):
     import threading

@@ -169,8 +169,8 @@ class DenoiseWidget(QWidget):
         if layer is None:
             report_error("choose an image layer first", "Denoise")
             return None
-        if layer.multiscale or np.ndim(layer.data) != 2 or getattr(layer, "rgb", False):
-            report_error(f"layer '{layer.name}' is not a single 2D grey image", "Denoise")
+        if layer.multiscale or np.ndim(layer.data) not in (2, 3) or getattr(layer, "rgb", False):
+            report_error(f"layer '{layer.name}' is not a grey 2D image or a stack of 2D frames", "Denoise")
             return None
         model = self.settings.model or self.model_combo.currentText()
         if not model:
@@ -198,10 +198,11 @@ class DenoiseWidget(QWidget):
 
             p = params
             if p is None and (meta is None or meta.is_linear):
-                # linear raw data: estimate once here so the layer records what was used;
-                # otherwise the core fits its own (approximate) model and warns
+                # linear raw data: estimate once here so the layer records what was used
+                # (one set per frame of a stack); otherwise the core fits its own
+                # (approximate) model and warns
                 yield Progress(0, 1, "estimating noise parameters")
-                p = estimate_noise_params(data)
+                p = estimate_noise_params(data) if data.ndim == 2 else [estimate_noise_params(f) for f in data]
 
             def call(progress):
                 return inference.denoise(
