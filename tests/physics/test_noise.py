@@ -106,6 +106,23 @@ def test_on_the_project_phantom():
     assert fit.params.electronic_sigma == pytest.approx(ph.params.electronic_sigma, rel=0.2)
 
 
+@pytest.mark.parametrize("view", ["CC", "MLO"])
+def test_collimator_found_when_electronic_noise_rivals_photon_noise(view):
+    # sigma_e 10 DN at 20 % dose: the shadow's variance (100) is within ~20 % of the thinnest
+    # tissue's, so only the isolation of its level identifies it (the second pass)
+    phantom = pytest.importorskip("mammo_denoise.physics.phantom")
+    ph = phantom.make_phantom(seed=1, view=view, shape=(1024, 768), dose=0.2, electronic_sigma=10.0)
+    fit = fit_noise_model(ph.noisy, warn=False)
+    assert fit.offset_source == "dark"
+    assert fit.params.offset == pytest.approx(50.0, abs=1.0)
+    assert fit.params.electronic_sigma == pytest.approx(10.0, rel=0.05)
+    assert fit.params.gain == pytest.approx(ph.params.gain, rel=0.05)
+    # the same image without a shadow must not invent one
+    bare = phantom.make_phantom(seed=1, view=view, shape=(1024, 768), dose=0.2, electronic_sigma=10.0,
+                                collimator_border=False)
+    assert fit_noise_model(bare.noisy, warn=False).offset_source == "assumed"
+
+
 def test_fit_structure_for_plotting():
     fit = fit_noise_model(synthetic_raw(3))
     assert isinstance(fit, NoiseFit)

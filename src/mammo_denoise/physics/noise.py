@@ -28,7 +28,10 @@ modeling and fitting for single-image raw-data", IEEE TIP 17(10):1737-1754, 2008
    the flat blocks and, because shadows are often narrower than a block, line segments of
    ``block**2`` pixels in the outer ``2*block`` rows and columns on each side (variance from
    the 1-D second difference along the line). Candidates have a variance below
-   ``dark_fraction`` of the 90th percentile of flat-block variances. The lowest level holding
+   ``dark_fraction`` of the 90th percentile of flat-block variances; if they hold no
+   unexposed level, a second pass takes every sample below the median variance (electronic
+   noise comparable to the photon noise leaves the dark variance close to the exposed one, and
+   only the isolation of its level tells them apart). The lowest level holding
    ``min_dark_blocks`` of them within ``dark_spread_counts`` photon counts is the unexposed
    region if it is isolated: fewer than a quarter as many samples lie in the
    ``5 * dark_spread_counts`` counts above it (low-count exposed tissue is a continuum).
@@ -475,19 +478,26 @@ def fit_noise_model(
         )
     correlation_ratio = float(np.exp(np.median(log_ratio[flat])))
 
-    # unexposed (dark) region: blocks and edge strips with much lower variance than the
-    # exposed blocks, all at one common level
+    # unexposed (dark) region: blocks and edge strips at the image's lowest variance, all at
+    # one isolated level
     notes: list[str] = []
     dark = np.zeros_like(flat)
-    ref_var = float(np.percentile(v_detail[flat], 90))
-    cand = flat & (v_detail < dark_fraction * ref_var)
-    exposed = flat & ~cand
-    seg_m, seg_v = _edge_segments(z, min(2 * b, H // 4, W // 4), b * b, edge_ok)
-    seg_cand = seg_v < dark_fraction * ref_var
-    cand_m = np.concatenate([means[cand], seg_m[seg_cand]])
-    cand_v = np.concatenate([v_detail[cand], seg_v[seg_cand]])
     dark_m = dark_v = np.zeros(0)
-    if cand_m.size >= min_dark_blocks and exposed.sum() >= min_blocks:
+    seg_m, seg_v = _edge_segments(z, min(2 * b, H // 4, W // 4), b * b, edge_ok)
+    all_m = np.concatenate([means[flat], seg_m])
+    ref_var = float(np.percentile(v_detail[flat], 90))
+    # Usually the dark variance is far below the exposed one, and a tight threshold finds it
+    # without admitting low-count tissue. When electronic noise dominates (sigma_e^2 comparable
+    # to the photon noise) only the isolation of its level sets it apart, so a second pass
+    # admits every sample below the median variance and leaves the decision to that test.
+    for threshold in (dark_fraction * ref_var, float(np.median(v_detail[flat]))):
+        cand = flat & (v_detail < threshold)
+        exposed = flat & ~cand
+        seg_cand = seg_v < threshold
+        cand_m = np.concatenate([means[cand], seg_m[seg_cand]])
+        cand_v = np.concatenate([v_detail[cand], seg_v[seg_cand]])
+        if cand_m.size < min_dark_blocks or exposed.sum() < min_blocks:
+            continue
         # provisional gain: slope from the lowest candidates to the exposed blocks (valid for
         # a dark level and for a low-count continuum alike, and for a single exposure level)
         m0, v0 = float(np.percentile(cand_m, 2)), float(np.median(cand_v))
@@ -498,19 +508,25 @@ def fit_noise_model(
         if a_pre > 0:
             found = _dark_cluster(
                 cand_m,
-                np.concatenate([means[flat], seg_m]),
+                all_m,
                 width=dark_spread_counts * a_pre,
                 gap=5.0 * dark_spread_counts * a_pre,
                 min_count=min_dark_blocks,
             )
+        if found is not None and not np.median(m_e) > found[1] + 5.0 * dark_spread_counts * a_pre:
+            found = None  # not below the exposed signal: e.g. one flat exposure level
         if found is not None:
             lo, hi = found
             near = (cand_m >= lo) & (cand_m <= hi)
             dark_m, dark_v = cand_m[near], cand_v[near]
             dark = cand & (means >= lo) & (means <= hi)
-        else:
+            break
+    else:
+        low = int(np.count_nonzero(v_detail[flat] < dark_fraction * ref_var)
+                  + np.count_nonzero(seg_v < dark_fraction * ref_var))
+        if low >= min_dark_blocks:
             notes.append(
-                f"{cand_m.size} low-variance blocks or edge strips found, but no isolated "
+                f"{low} low-variance blocks or edge strips found, but no isolated "
                 "cluster at one level below the exposed signal: not treated as an unexposed "
                 "region"
             )
