@@ -357,6 +357,14 @@ def test_cosine_schedule_decays_from_lr_to_one_percent_and_constant_stays():
     assert all(a >= b for a, b in zip(rates, rates[1:]))
     flat = TrainConfig(phantoms=1, phantom_shape=(64, 64), patch=32, epochs=4, iters_per_epoch=10, lr=1e-3)
     assert {learning_rate(flat, e, 5) for e in range(1, 5)} == {1e-3}
+    # With a time budget the decay follows whichever limit is nearer: half the budget spent
+    # early in a long run is half-way down; a fully spent budget is the floor.
+    budgeted = TrainConfig(phantoms=1, phantom_shape=(64, 64), patch=32, epochs=1000, iters_per_epoch=10,
+                           lr=1e-3, lr_schedule="cosine", time_budget_s=60.0)
+    assert learning_rate(budgeted, 1, 1, 0.5) == pytest.approx(0.5 * (1e-3 + 1e-5))
+    assert learning_rate(budgeted, 1, 1, 1.0) == pytest.approx(1e-5)
+    # half-way through the epochs with a tenth of the budget spent: the epochs lead
+    assert learning_rate(budgeted, 501, 1, 0.1) == pytest.approx(0.5 * (1e-3 + 1e-5))
     with pytest.raises(MammoDenoiseError, match="lr_schedule must be one of constant, cosine, got 'step'"):
         TrainConfig(phantoms=1, lr_schedule="step")
 

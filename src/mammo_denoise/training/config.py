@@ -217,19 +217,24 @@ class TrainConfig:
         }
 
 
-def learning_rate(config: TrainConfig, epoch: int, iteration: int) -> float:
+def learning_rate(config: TrainConfig, epoch: int, iteration: int, budget_spent: float = 0.0) -> float:
     """Learning rate at 1-based ``epoch`` and ``iteration``.
 
     "cosine" decays from ``lr`` to ``lr / 100`` over the whole run (Loshchilov & Hutter,
-    SGDR, ICLR 2017, without restarts). A pure function of the step, so resuming needs no
-    scheduler state.
+    SGDR, ICLR 2017, without restarts). The run ends at the last epoch or, with a time budget,
+    when ``budget_spent`` (the fraction of ``time_budget_s`` used) reaches 1, whichever comes
+    first, so the decay follows the larger of the two fractions: a budgeted run anneals within
+    its budget. A pure function of its arguments, so resuming needs no scheduler state.
     """
     if config.lr_schedule == "constant":
         return config.lr
     total = config.epochs * config.iters_per_epoch
     step = (epoch - 1) * config.iters_per_epoch + (iteration - 1)
+    progress = step / total
+    if config.time_budget_s is not None:
+        progress = max(progress, budget_spent)
     floor = config.lr / 100.0
-    return floor + 0.5 * (config.lr - floor) * (1.0 + math.cos(math.pi * min(step / total, 1.0)))
+    return floor + 0.5 * (config.lr - floor) * (1.0 + math.cos(math.pi * min(progress, 1.0)))
 
 
 def describe(config: TrainConfig) -> str:

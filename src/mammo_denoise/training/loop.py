@@ -257,20 +257,20 @@ def _run(config: TrainConfig, progress, cancel, dctx: _Dist) -> Path:
         return flag
 
     # A wall-clock budget gives architectures of very different cost the same stated training
-    # budget; time already spent before a resume counts against it.
-    deadline = (None if config.time_budget_s is None
-                else time.perf_counter() + config.time_budget_s - state["time_s"])
-    time_flag = torch.zeros(1, device=device)
+    # budget; time already spent before a resume counts against it. The fraction spent is
+    # all-reduced so that every rank stops, and sets its learning rate, alike.
+    budget_clock = time.perf_counter() - state["time_s"]
+    spent = torch.zeros(1, dtype=torch.float64, device=device)
+    budget = {"spent": 0.0 if config.time_budget_s is None else state["time_s"] / config.time_budget_s}
 
     def out_of_time() -> bool:
-        if deadline is None:
+        if config.time_budget_s is None:
             return False
-        flag = time.perf_counter() > deadline
+        spent.fill_((time.perf_counter() - budget_clock) / config.time_budget_s)
         if dctx.enabled:
-            time_flag.fill_(1.0 if flag else 0.0)
-            dist.all_reduce(time_flag, op=dist.ReduceOp.MAX)
-            flag = bool(time_flag.item())
-        return flag
+            dist.all_reduce(spent, op=dist.ReduceOp.MAX)
+        budget["spent"] = float(spent.item())
+        return budget["spent"] >= 1.0
 
     # -- epochs -----------------------------------------------------------------------------------
     def patience_spent() -> bool:
@@ -302,7 +302,7 @@ def _run(config: TrainConfig, progress, cancel, dctx: _Dist) -> Path:
                 pred = model(y, shift)
             loss = compute_loss(pred, t, rng_, config.loss)
             for group in opt.param_groups:
-                group["lr"] = learning_rate(config, epoch, it)
+                group["lr"] = learning_rate(config, epoch, it, budget["spent"])
             opt.zero_grad(set_to_none=True)
             if scaler is not None:
                 scaler.scale(loss).backward()
