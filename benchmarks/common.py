@@ -612,10 +612,14 @@ def calc_contrast(img, case: Case) -> np.ndarray:
 
 def calc_cnr(img, case: Case) -> np.ndarray:
     """CNR of each calcification (``metrics.cnr``: disk vs annulus, annulus std)."""
+    from mammo_denoise.errors import MammoDenoiseError
     from mammo_denoise.metrics import cnr
 
     pos, diam = _calc_geometry(case)
-    return np.asarray(cnr(img, pos, diam), np.float64)
+    try:
+        return np.asarray(cnr(img, pos, diam), np.float64)
+    except MammoDenoiseError:  # a flat output (a collapsed model): no background noise, no CNR
+        return np.full(len(pos), np.nan)
 
 
 def timer():
