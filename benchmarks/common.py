@@ -148,6 +148,18 @@ def source_fingerprint() -> dict:
 SOURCE_AT_START = source_fingerprint()
 
 
+def save_figure(fig, stem: str) -> str:
+    """Write a matplotlib figure to ``results/<stem>.png`` and close it; returns the path
+    relative to the repository (what result files and BENCHMARKS.md link to)."""
+    import matplotlib.pyplot as plt
+
+    path = RESULTS / f"{stem}.png"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return str(path.relative_to(ROOT))
+
+
 def write_result(name: str, payload: dict, started: float, out_dir: Path | None = None) -> Path:
     """Write ``results/<name>.json`` with machine, date, command and wall time added."""
     out_dir = Path(out_dir) if out_dir else RESULTS

@@ -126,11 +126,7 @@ def plot(rows, fractions, methods, name, model_label):
     axes[0].legend(fontsize=8)
     fig.suptitle(f"Dose sweep: {model_label} vs BM3D (mean ± std over phantoms)", fontsize=10)
     fig.tight_layout()
-    path = C.RESULTS / f"{name}.png"
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return str(path.relative_to(C.ROOT))
+    return C.save_figure(fig, name)
 
 
 if __name__ == "__main__":

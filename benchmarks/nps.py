@@ -197,11 +197,7 @@ def plot(slab, struct, name):
             ax.legend(fontsize=8)
         axes[1].axhline(0, color="k", lw=0.5)
     fig.tight_layout()
-    path = C.RESULTS / f"{name}.png"
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return str(path.relative_to(C.ROOT))
+    return C.save_figure(fig, name)
 
 
 def main(argv=None):

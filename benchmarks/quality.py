@@ -212,11 +212,7 @@ def plot_examples(examples, name):
                         ax.plot(k.col - c0, k.row - r0, "o", mfc="none", mec="orange", ms=14, mew=0.6)
         fig.suptitle(f"phantom seed {case.seed}, dose {case.dose:g}, crop {case.crop}, zoom {z}px", fontsize=9)
         fig.tight_layout(h_pad=1.5)
-        path = C.RESULTS / f"{name}_example_{case.seed}.png"
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fig.savefig(path, dpi=110)
-        plt.close(fig)
-        paths.append(str(path.relative_to(C.ROOT)))
+        paths.append(C.save_figure(fig, f"{name}_example_{case.seed}"))
     return paths
 
 
