@@ -64,6 +64,7 @@ def assert_same(a: dict, b: dict):
     ({"out": "model.pt"}, ".safetensors"),
     ({"images": [(np.zeros((8, 8)), "not params")]}, "NoiseParams"),
     ({"device": "tpu"}, "device"),
+    ({"calc_weight": -1.0}, "calc_weight must be >= 0"),
 ])
 def test_config_rejects_bad_values_with_a_plain_message(kw, words):
     with pytest.raises(MammoDenoiseError, match="training configuration") as info:
@@ -156,6 +157,48 @@ def test_patches_come_mostly_from_the_breast():
     assert outside > 0.0  # ...but some do, so the model learns the background and skin line
 
 
+def test_calcification_weight_follows_the_calcifications_through_augmentation():
+    from mammo_denoise.training.data import build_sources, calcification_mask
+
+    cfg = TrainConfig(phantoms=1, phantom_shape=(512, 512), patch=64, calc_weight=9.0, seed=4,
+                      val_fraction=0.0)
+    (src,) = build_sources(cfg)
+    assert src.calc_mask is not None and src.calc_mask.any()
+    # ~ every calcification centre is covered, and the mask is a few pixels per calcification.
+    ph_px = src.calc_mask.sum()
+    # Calcification pixels are dips in the clean raw image (calcium removes photons): with the
+    # rotations and flips applied to the weights as to the image, the weighted pixels stay dark.
+    b = PatchSampler([src], cfg).batch(np.random.default_rng(5), 400)
+    w, t = b["w"][:, 0], b["t"][:, 0]
+    assert set(np.unique(w)) == {1.0, 10.0}
+    hit = [k for k in range(len(w)) if (w[k] > 1).any()]
+    assert len(hit) >= 5
+    below = [t[k][w[k] > 1].mean() < np.median(t[k]) for k in hit]
+    assert np.mean(below) > 0.8
+    # Without the weight the batch has no "w", and the same draws give the same patches.
+    plain = PatchSampler([src], TrainConfig(phantoms=1, patch=64)).batch(np.random.default_rng(5), 400)
+    assert "w" not in plain
+    np.testing.assert_array_equal(plain["t"], b["t"])
+    # The mask helper: a disk of the diameter plus the margin.
+    class C:  # noqa: D401 - a stand-in calcification
+        row, col, diameter_mm = 10.0, 12.0, 0.42
+    m = calcification_mask((24, 24), [C], pixel_mm=0.07, margin_px=1.0)
+    assert m[10, 12] and m[10, 15] and not m[10, 17] and m.sum() == pytest.approx(np.pi * 16, rel=0.15)
+    assert 0 < ph_px < 0.01 * src.calc_mask.size
+
+
+def test_weighted_loss_is_the_weighted_mean_of_squared_errors():
+    out = torch.zeros(1, 1, 4, 4)
+    target = torch.zeros(1, 1, 4, 4)
+    target[..., 0, 0] = 2.0  # one pixel off by 2: plain MSE 4/16
+    rng_ = torch.ones(1)
+    assert float(loop_mod.compute_loss(out, target, rng_, "mse")) == pytest.approx(0.25)
+    w = torch.ones(1, 1, 4, 4)
+    assert float(loop_mod.compute_loss(out, target, rng_, "mse", w)) == pytest.approx(0.25)
+    w[..., 0, 0] = 10.0  # that pixel counts ten times: 40 / 25
+    assert float(loop_mod.compute_loss(out, target, rng_, "mse", w)) == pytest.approx(1.6)
+
+
 def test_gaussian_saltpepper_follows_the_second_seed():
     cfg = TrainConfig(phantoms=1, noise_model="gaussian-saltpepper", patch=32,
                       gs_sigmas=(0.0,), gs_densities=(0.05,))
@@ -214,6 +257,16 @@ def test_train_writes_weights_card_and_messages(tmp_path):
     den = load_model(path)
     assert_same(den.net.state_dict(), weights(path))
     assert den.card["metrics"]["val_psnr"] == card["metrics"]["val_psnr"]
+
+
+def test_calcification_weight_trains_is_recorded_and_binds_a_resume(tmp_path):
+    cfg = tiny(tmp_path, phantom_shape=(192, 192), patch=32, calc_weight=5.0)
+    assert "calcifications x6" in describe(cfg)
+    path = train(cfg)
+    assert json.loads(path.with_suffix(".json").read_text())["training"]["calc_weight"] == 5.0
+    # A different weight is a different objective: the checkpoint does not continue it.
+    with pytest.raises(MammoDenoiseError, match="different training configuration"):
+        train(tiny(tmp_path, phantom_shape=(192, 192), patch=32, calc_weight=2.0, epochs=3, resume=True))
 
 
 def test_same_seed_same_weights_and_other_seed_differs(tmp_path):

@@ -48,6 +48,7 @@ class Source:
     mask: np.ndarray  # (H, W) bool, breast
     kind: str  # "phantom" (noise-free clean) or "real" (clean is a full-dose acquisition)
     label: str
+    calc_mask: np.ndarray | None = None  # (H, W) bool: known microcalcifications (phantoms)
     median: float = 0.0  # of the whole image
     low: float = 0.0  # min and max inside the breast mask
     high: float = 0.0
@@ -95,6 +96,21 @@ def estimate_breast_mask(image: np.ndarray, params: NoiseParams) -> np.ndarray:
     return (logc <= t) & (counts > 0.02 * float(np.median(counts[logc <= t]) or 1.0))
 
 
+def calcification_mask(shape, calcifications, pixel_mm: float, margin_px: float = 1.0) -> np.ndarray:
+    """Pixels within ``margin_px`` of a calcification's disk (``row``, ``col``,
+    ``diameter_mm``): the disk itself plus the rim the detector blur spreads it into."""
+    mask = np.zeros(shape, bool)
+    for c in calcifications:
+        r = 0.5 * float(c.diameter_mm) / float(pixel_mm) + margin_px
+        r0, r1 = max(int(np.floor(c.row - r)), 0), min(int(np.ceil(c.row + r)) + 1, shape[0])
+        c0, c1 = max(int(np.floor(c.col - r)), 0), min(int(np.ceil(c.col + r)) + 1, shape[1])
+        if r0 >= r1 or c0 >= c1:
+            continue
+        rr, cc = np.ogrid[r0:r1, c0:c1]
+        mask[r0:r1, c0:c1] |= (rr - c.row) ** 2 + (cc - c.col) ** 2 <= r * r
+    return mask
+
+
 def _to_intensity(clean: np.ndarray) -> np.ndarray:
     # The Denoiser's "intensity" domain: global min/max to [0, 1] (models/denoiser.py).
     lo, hi = float(clean.min()), float(clean.max())
@@ -113,7 +129,7 @@ def build_sources(config, cancel=None) -> list[Source]:
     sources: list[Source] = []
     gs = config.noise_model == GS
 
-    def add(clean, params, mask, kind, label):
+    def add(clean, params, mask, kind, label, calc_mask=None):
         if cancel is not None and cancel():
             from mammo_denoise.errors import Cancelled
 
@@ -128,7 +144,7 @@ def build_sources(config, cancel=None) -> list[Source]:
             mask = estimate_breast_mask(clean, params)
         if gs:
             clean = _to_intensity(clean)
-        sources.append(Source(clean, params, mask, kind, label))
+        sources.append(Source(clean, params, mask, kind, label, calc_mask))
 
     if config.phantoms:
         from mammo_denoise.physics.phantom import make_phantom
@@ -140,8 +156,11 @@ def build_sources(config, cancel=None) -> list[Source]:
                 view="CC" if i % 2 == 0 else "MLO",
                 dose=1.0,
             )
-            mask = getattr(ph, "mask", None)
-            add(ph.truth, ph.params, mask, "phantom", f"phantom {i}")
+            calc_mask = None
+            if config.calc_weight:
+                calc_mask = calcification_mask(ph.truth.shape, ph.calcifications,
+                                               float(ph.meta.pixel_spacing_mm[0]))
+            add(ph.truth, ph.params, ph.mask, "phantom", f"phantom {i}", calc_mask)
     for path in _expand_paths(config.paths):
         from mammo_denoise.io import read_mammogram
         from mammo_denoise.physics.noise import estimate_noise_params
@@ -208,6 +227,7 @@ class PatchSampler:
         self.noise_model = config.noise_model
         self.doses = config.doses
         self.edge_fraction = config.edge_fraction
+        self.calc_weight = config.calc_weight
         self.gs_sigmas = np.asarray(config.gs_sigmas, np.float64) / 255.0
         self.gs_densities = np.asarray(config.gs_densities, np.float64)
         w = np.array([s.weight for s in sources])
@@ -251,7 +271,8 @@ class PatchSampler:
     # -- batches --------------------------------------------------------------------------
     def batch(self, rng: np.random.Generator, n: int, augment: bool = True, with_dn: bool = False):
         """``n`` patches as float32 arrays: ``y``/``t`` (n, 1, p, p) in the network's domain,
-        ``shift``/``data_range`` (n,) in that domain; with ``with_dn`` also the noisy input and
+        ``shift``/``data_range`` (n,) in that domain; with a calcification weight also ``w``
+        (n, 1, p, p), the loss weight per pixel; with ``with_dn`` also the noisy input and
         target in DN (poisson-gaussian) or 0..1 (gaussian-saltpepper), the DN data range, the
         dose and the source index, for PSNR."""
         from mammo_denoise.physics.anscombe import anscombe, expected_anscombe
@@ -261,6 +282,7 @@ class PatchSampler:
         ts = np.empty((n, 1, p, p), np.float32)
         shift = np.empty(n, np.float32)
         rng_ = np.empty(n, np.float32)
+        ws = np.ones((n, 1, p, p), np.float32) if self.calc_weight else None
         extra = {"noisy_dn": np.empty((n, p, p), np.float32), "target_dn": np.empty((n, p, p), np.float32),
                  "range_dn": np.empty(n, np.float32), "dose": np.empty(n, np.float32),
                  "source": np.empty(n, np.int64)} if with_dn else None
@@ -270,10 +292,17 @@ class PatchSampler:
             src = self.sources[si]
             i, j = self._corner(src, rng, anywhere=rng.random() < self.edge_fraction)
             clean = src.clean[i:i + p, j:j + p]
+            calcs = None if ws is None or src.calc_mask is None else src.calc_mask[i:i + p, j:j + p]
             if augment:
-                clean = np.rot90(clean, int(rng.integers(4)))
-                if rng.random() < 0.5:
+                k_rot = int(rng.integers(4))
+                flip = rng.random() < 0.5
+                clean = np.rot90(clean, k_rot)
+                calcs = None if calcs is None else np.rot90(calcs, k_rot)
+                if flip:
                     clean = clean[:, ::-1]
+                    calcs = None if calcs is None else calcs[:, ::-1]
+            if calcs is not None:
+                ws[k, 0][calcs] += self.calc_weight
             d = float(rng.uniform(lo_d, hi_d)) if hi_d > lo_d else lo_d
             if self.noise_model == GS:
                 noisy = self._saltpepper(clean.astype(np.float64), rng)
@@ -302,6 +331,8 @@ class PatchSampler:
                 extra["dose"][k] = d
                 extra["source"][k] = si
         out = {"y": ys, "t": ts, "shift": shift, "data_range": rng_}
+        if ws is not None:
+            out["w"] = ws
         if with_dn:
             out.update(extra)
         return out

@@ -115,8 +115,12 @@ def _to_device(arr: np.ndarray, device: torch.device) -> torch.Tensor:
 
 
 # ----------------------------------------------------------------------------- loss
-def compute_loss(out, target, data_range, kind: str) -> torch.Tensor:
+def compute_loss(out, target, data_range, kind: str, weight=None) -> torch.Tensor:
     """``MSE`` or ``MSE + 10 * (1 - SSIM)`` (first seed), in float32 even under autocast.
+
+    ``weight`` (same shape as ``target``, optional) makes the MSE term the weighted mean
+    ``sum(w * err^2) / sum(w)``: a per-pixel emphasis (calcifications) that leaves the loss on
+    the scale of a plain MSE.
 
     SSIM uses each patch's own data range: the range of its source image's clean target at the
     patch's dose (``data_range``, per sample), so its constants match what a whole-image SSIM
@@ -125,7 +129,11 @@ def compute_loss(out, target, data_range, kind: str) -> torch.Tensor:
     """
     out = out.float()
     target = target.float()
-    mse = torch.mean((out - target) ** 2)
+    if weight is None:
+        mse = torch.mean((out - target) ** 2)
+    else:
+        weight = weight.float()
+        mse = torch.sum(weight * (out - target) ** 2) / torch.sum(weight)
     if kind == "mse":
         return mse
     from pytorch_msssim import ssim
@@ -298,9 +306,10 @@ def _run(config: TrainConfig, progress, cancel, dctx: _Dist) -> Path:
             t = _to_device(batch["t"], device)
             shift = _to_device(batch["shift"], device).view(-1, 1, 1, 1)
             rng_ = _to_device(batch["data_range"], device)
+            w = _to_device(batch["w"], device) if "w" in batch else None
             with autocast():
                 pred = model(y, shift)
-            loss = compute_loss(pred, t, rng_, config.loss)
+            loss = compute_loss(pred, t, rng_, config.loss, w)
             for group in opt.param_groups:
                 group["lr"] = learning_rate(config, epoch, it, budget["spent"])
             opt.zero_grad(set_to_none=True)
@@ -420,8 +429,9 @@ def _validate(den, val, idx, params, config, device, autocast, dctx):
         shift = _to_device(val["shift"][sel], device).view(-1, 1, 1, 1)
         with autocast():
             pred = den.denoise_anscombe(y, shift)
+        w = _to_device(val["w"][sel], device) if "w" in val else None
         loss_sum += float(compute_loss(pred, t, _to_device(val["data_range"][sel], device),
-                                       config.loss)) * len(sel)
+                                       config.loss, w)) * len(sel)
         pred_np = pred.float().cpu().numpy()[:, 0]
         sub = {k: val[k][sel] for k in ("target_dn", "range_dn", "source")}
         psnr_sum += _psnr_dn(pred_np, sub, params, config.noise_model, is_dn=False) * len(sel)
@@ -491,6 +501,7 @@ def _write_model(den, config, out, state, noisy_psnr, held_out, dctx, device,
         "lr_schedule": config.lr_schedule,
         "time_budget_s": config.time_budget_s,
         "loss": config.loss,
+        "calc_weight": config.calc_weight,
         "seed": config.seed,
         "time_s": round(state["time_s"], 1),
         "device": str(device),
