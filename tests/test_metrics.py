@@ -8,6 +8,7 @@ import pytest
 from mammo_denoise.errors import MammoDenoiseError
 from mammo_denoise.metrics import (
     calcification_contrast,
+    spot_contrast_map,
     cnr,
     flat_region_sigma,
     nps_2d,
@@ -122,6 +123,22 @@ def test_calcification_contrast_recovered(polarity):
     # smoothing the disks away drives contrast to 0
     flat = np.full_like(img, 1000.0)
     np.testing.assert_allclose(calcification_contrast(flat, centres, 9, polarity=polarity), 0)
+
+
+def test_spot_contrast_map_is_the_contrast_at_every_pixel():
+    img, centres = disk_phantom(0.2, -1, noise=5.0)
+    img = img + 50.0
+    m = spot_contrast_map(img, 9, offset=50.0)
+    assert m.shape == img.shape
+    # At integer centres the filters see exactly the pixels calcification_contrast averages.
+    probes = [(40.0, 98.0), (100.0, 40.0), (77.0, 131.0)]
+    np.testing.assert_allclose([m[int(r), int(c)] for r, c in probes],
+                               calcification_contrast(img, probes, 9, offset=50.0), rtol=1e-10)
+    # The spots are the strongest local responses; elsewhere only the noise.
+    top = [m[int(round(r)), int(round(c))] for r, c in centres]
+    assert min(top) > 0.15 and np.median(m) < 0.01
+    np.testing.assert_allclose(spot_contrast_map(img, 9, polarity=1, offset=50.0), -m)
+    assert np.isnan(spot_contrast_map(np.full((32, 32), 50.0), 3, offset=50.0)).all()
 
 
 def test_contrast_with_offset_and_background():

@@ -1,6 +1,6 @@
 """Image-quality metrics physicists use for denoised mammograms (PHYSICS.md section 5).
 
-numpy (and scikit-image for SSIM) only. Images are 2-D arrays in any linear units; positions
+numpy, with scikit-image for SSIM and SciPy (its dependency) for filtering. Images are 2-D arrays in any linear units; positions
 are ``(row, column)`` in pixels.
 """
 
@@ -18,6 +18,7 @@ __all__ = [
     "nps_2d",
     "nps_radial",
     "calcification_contrast",
+    "spot_contrast_map",
     "cnr",
     "flat_region_sigma",
     "DETREND_METHODS",
@@ -309,6 +310,33 @@ def calcification_contrast(image, positions, diameters_px, background=None, *, p
     if np.any(denom == 0):
         raise MammoDenoiseError("background level equals the offset: contrast undefined")
     return polarity * (inside - ring) / denom
+
+
+def spot_contrast_map(image, diameter_px: float, *, polarity=-1, offset: float = 0.0) -> np.ndarray:
+    """:func:`calcification_contrast` of a spot of ``diameter_px`` centred on every pixel.
+
+    The same disk and background annulus, as filters over the whole image (mirrored at the
+    borders), so that a denoiser's output can be searched for calcification-like dots where
+    there are none: on a flat exposure every local maximum above a contrast a real
+    calcification would have is a false one. NaN where the background equals the offset.
+    """
+    from scipy import ndimage
+
+    img = np.asarray(image, dtype=np.float64)
+    if img.ndim != 2:
+        raise MammoDenoiseError(f"expected a 2-D image, got shape {img.shape}")
+    if polarity not in (-1, 1):
+        raise MammoDenoiseError(f"polarity must be +1 or -1, got {polarity!r}")
+    r = float(diameter_px) / 2.0
+    half = int(math.ceil(r + max(1.0, r) + max(3.0, 2.0 * r)))
+    _, disk, ring = _disk_and_annulus((2 * half + 1,) * 2, (half, half), diameter_px)
+    inside = ndimage.correlate(img, disk / disk.sum(), mode="reflect")
+    background = ndimage.correlate(img, ring / ring.sum(), mode="reflect")
+    with np.errstate(divide="ignore", invalid="ignore"):
+        out = polarity * (inside - background) / (background - float(offset))
+    # Filter sums are not exact: a background within rounding of the offset is "equal".
+    out[np.isclose(background, float(offset), rtol=1e-9, atol=0.0)] = np.nan
+    return out
 
 
 def cnr(image, positions, diameters_px, *, polarity=-1, sigma=None) -> np.ndarray:
