@@ -24,8 +24,8 @@ OUT = C.ROOT / "BENCHMARKS.md"
 
 #: Sizes and rough wall time on the 2-core shared CPU (BM3D dominates).
 SIZES = {
-    "quality": "20 phantoms 1024², 512² crops, dose 0.2; 8.5 min with three U-Nets (BM3D ~19 s/crop; "
-               "add ~7 s/crop for DnCNN, ~19 s for the Eckert ResNet)",
+    "quality": "20 phantoms 1024², 512² crops, dose 0.2; 11.4 min with every row of section 1 (BM3D "
+               "~12 s/crop, the Eckert ResNet ~12 s, DnCNN ~3 s, each U-Net ~0.2 s)",
     "dose_sweep": "6 phantoms × 6 doses, 512² crops; ~14 min (BM3D)",
     "nps": "1024² slab; 3 phantoms × 4 realisations, 256² crops; ~2–4 min",
     "speed": "3328×2560 per model, BM3D full field once, memory at 2048², 3328×2560, 4096×3328; ~14 min "
