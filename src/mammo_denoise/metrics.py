@@ -1,7 +1,7 @@
 """Image-quality metrics physicists use for denoised mammograms (PHYSICS.md section 5).
 
-numpy, with scikit-image for SSIM and SciPy (its dependency) for filtering. Images are 2-D arrays in any linear units; positions
-are ``(row, column)`` in pixels.
+numpy, with scikit-image for SSIM and SciPy (its dependency) for filtering. Images are 2-D
+arrays in any linear units; positions are ``(row, column)`` in pixels.
 """
 
 from __future__ import annotations
@@ -117,6 +117,15 @@ def _pixel_mm(pixel_mm) -> tuple[float, float]:
     return dy, dx
 
 
+def _annulus_radii(diameter) -> tuple[float, float, float]:
+    """Disk radius and the background annulus' inner and outer radii for a spot's diameter."""
+    r = float(diameter) / 2.0
+    if not r > 0:
+        raise MammoDenoiseError(f"diameter must be positive, got {diameter}")
+    r_in = r + max(1.0, r)
+    return r, r_in, r_in + max(3.0, 2.0 * r)
+
+
 def _disk_and_annulus(shape, centre, diameter):
     """Boolean masks of the disk ``|p - c| <= d/2`` and of the background annulus
     ``r_in < |p - c| <= r_out`` with ``r_in = d/2 + max(1, d/2)`` (a guard ring against blur)
@@ -125,11 +134,7 @@ def _disk_and_annulus(shape, centre, diameter):
 
     Returns ``(window_slices, disk, annulus)``."""
     cy, cx = float(centre[0]), float(centre[1])
-    r = float(diameter) / 2.0
-    if not r > 0:
-        raise MammoDenoiseError(f"diameter must be positive, got {diameter}")
-    r_in = r + max(1.0, r)
-    r_out = r_in + max(3.0, 2.0 * r)
+    r, r_in, r_out = _annulus_radii(diameter)
     y0, y1 = int(math.floor(cy - r_out)), int(math.ceil(cy + r_out)) + 1
     x0, x1 = int(math.floor(cx - r_out)), int(math.ceil(cx + r_out)) + 1
     if y0 < 0 or x0 < 0 or y1 > shape[0] or x1 > shape[1]:
@@ -327,8 +332,7 @@ def spot_contrast_map(image, diameter_px: float, *, polarity=-1, offset: float =
         raise MammoDenoiseError(f"expected a 2-D image, got shape {img.shape}")
     if polarity not in (-1, 1):
         raise MammoDenoiseError(f"polarity must be +1 or -1, got {polarity!r}")
-    r = float(diameter_px) / 2.0
-    half = int(math.ceil(r + max(1.0, r) + max(3.0, 2.0 * r)))
+    half = int(math.ceil(_annulus_radii(diameter_px)[2]))
     _, disk, ring = _disk_and_annulus((2 * half + 1,) * 2, (half, half), diameter_px)
     inside = ndimage.correlate(img, disk / disk.sum(), mode="reflect")
     background = ndimage.correlate(img, ring / ring.sum(), mode="reflect")
