@@ -111,6 +111,12 @@ def calcification_mask(shape, calcifications, pixel_mm: float, margin_px: float 
     return mask
 
 
+def _orient(patch: np.ndarray, k_rot: int, flip: bool) -> np.ndarray:
+    """The augmentation: ``k_rot`` quarter turns, then a left-right flip."""
+    patch = np.rot90(patch, k_rot)
+    return patch[:, ::-1] if flip else patch
+
+
 def _to_intensity(clean: np.ndarray) -> np.ndarray:
     # The Denoiser's "intensity" domain: global min/max to [0, 1] (models/denoiser.py).
     lo, hi = float(clean.min()), float(clean.max())
@@ -291,18 +297,10 @@ class PatchSampler:
             si = int(rng.choice(len(self.sources), p=self.p))
             src = self.sources[si]
             i, j = self._corner(src, rng, anywhere=rng.random() < self.edge_fraction)
-            clean = src.clean[i:i + p, j:j + p]
-            calcs = None if ws is None or src.calc_mask is None else src.calc_mask[i:i + p, j:j + p]
-            if augment:
-                k_rot = int(rng.integers(4))
-                flip = rng.random() < 0.5
-                clean = np.rot90(clean, k_rot)
-                calcs = None if calcs is None else np.rot90(calcs, k_rot)
-                if flip:
-                    clean = clean[:, ::-1]
-                    calcs = None if calcs is None else calcs[:, ::-1]
-            if calcs is not None:
-                ws[k, 0][calcs] += self.calc_weight
+            k_rot, flip = (int(rng.integers(4)), rng.random() < 0.5) if augment else (0, False)
+            clean = _orient(src.clean[i:i + p, j:j + p], k_rot, flip)
+            if ws is not None and src.calc_mask is not None:
+                ws[k, 0][_orient(src.calc_mask[i:i + p, j:j + p], k_rot, flip)] += self.calc_weight
             d = float(rng.uniform(lo_d, hi_d)) if hi_d > lo_d else lo_d
             if self.noise_model == GS:
                 noisy = self._saltpepper(clean.astype(np.float64), rng)
