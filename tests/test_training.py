@@ -127,7 +127,7 @@ def test_real_images_are_dose_reduced_from_their_full_dose_noise():
 
 def test_phantom_target_matches_truth_at_dose():
     ph = make_phantom(seed=5, shape=(64, 64))
-    cfg = TrainConfig(phantoms=1, dose=0.3, patch=64, edge_fraction=1.0)
+    cfg = TrainConfig(phantoms=1, dose=0.3, patch=64, edge_fraction=1.0, boundary_fraction=0.0)
     src = Source(ph.truth, ph.params, ph.mask, "phantom", "p")
     b = PatchSampler([src], cfg).batch(np.random.default_rng(1), 1, augment=False, with_dn=True)
     np.testing.assert_allclose(b["target_dn"][0], ph.truth_at(0.3), rtol=1e-5)
@@ -149,12 +149,52 @@ def test_patches_come_mostly_from_the_breast():
     mask = np.zeros(shape, bool)
     mask[:40, :40] = True  # a small breast: uniform sampling would mostly miss it
     clean[mask] = 1000.0
-    cfg = TrainConfig(phantoms=1, patch=16, edge_fraction=0.1)
+    cfg = TrainConfig(phantoms=1, patch=16, edge_fraction=0.1, boundary_fraction=0.0)
     src = Source(clean, PARAMS, mask, "phantom", "corner")
     b = PatchSampler([src], cfg).batch(np.random.default_rng(3), 200, with_dn=True)
     outside = (b["target_dn"] > PARAMS.offset + 0.2 * 4000).all(axis=(1, 2)).mean()
     assert outside < 0.15  # only the edge fraction (and skin-line patches) may lie outside
     assert outside > 0.0  # ...but some do, so the model learns the background and skin line
+
+
+def test_exposure_boundary_is_the_collimator_edge_in_clean_and_noisy_images():
+    from mammo_denoise.training.data import exposure_boundary
+
+    ph = make_phantom(seed=3, shape=(256, 256), dose=1.0)
+    edge = np.zeros(ph.truth.shape, bool)
+    edge.flat[exposure_boundary(ph.truth, ph.params)] = True
+    shadow = ph.truth <= ph.params.offset
+    assert shadow.any() and not (edge & shadow).any()
+    # Every edge pixel touches the shadow, and every exposed pixel touching it is an edge pixel.
+    from scipy import ndimage
+
+    touching = ~shadow & ndimage.binary_dilation(shadow, np.ones((3, 3), bool))
+    np.testing.assert_array_equal(edge, touching)
+    # Electronic noise in a full-dose acquisition does not move the edge.
+    noisy = np.zeros_like(edge)
+    noisy.flat[exposure_boundary(ph.noisy, ph.params)] = True
+    assert (noisy == edge).mean() > 0.999
+    # No shadow, no edge.
+    assert exposure_boundary(np.full((64, 64), 3000.0), PARAMS).size == 0
+
+
+def test_boundary_patches_straddle_the_field_edge():
+    from mammo_denoise.training.data import build_sources
+
+    cfg = TrainConfig(phantoms=1, phantom_shape=(256, 256), patch=64, seed=2, val_fraction=0.0,
+                      boundary_fraction=1.0, edge_fraction=0.0)
+    (src,) = build_sources(cfg)
+    b = PatchSampler([src], cfg).batch(np.random.default_rng(6), 100, augment=False, with_dn=True)
+    t = b["target_dn"]
+    off = src.params.offset
+    shadow = t <= off + 1e-3
+    # Each patch holds both the shadow and the exposed field.
+    assert shadow.any(axis=(1, 2)).all() and (~shadow).any(axis=(1, 2)).all()
+    # Without boundary patches the same phantom almost never puts the shadow in a patch.
+    cfg0 = TrainConfig(phantoms=1, phantom_shape=(256, 256), patch=64, seed=2, val_fraction=0.0,
+                       boundary_fraction=0.0, edge_fraction=0.0)
+    t0 = PatchSampler([src], cfg0).batch(np.random.default_rng(6), 100, with_dn=True)["target_dn"]
+    assert (t0 <= off + 1e-3).any(axis=(1, 2)).mean() < 0.3
 
 
 def test_calcification_weight_follows_the_calcifications_through_augmentation():

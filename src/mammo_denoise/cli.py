@@ -248,6 +248,7 @@ def cmd_train(args) -> int:
         phantoms=args.phantoms, phantom_shape=args.phantom_size, epochs=args.epochs, iters_per_epoch=args.iters_per_epoch,
         patch=args.patch, batch_size=args.batch_size, lr=args.lr, lr_schedule=args.lr_schedule,
         patience=args.patience, loss=args.loss, calc_weight=args.calc_weight,
+        boundary_fraction=args.boundary_fraction,
         time_budget_s=None if args.time_budget is None else 60.0 * args.time_budget,
         noise_model=args.noise_model, seed=args.seed, device=args.device, out=args.out,
         name=args.name, resume=args.resume, command="mammo-denoise " + " ".join(sys.argv[1:]),
@@ -389,6 +390,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--loss", choices=["mse+ssim", "mse"], default="mse+ssim")
     p.add_argument("--calc-weight", type=float, default=0.0, metavar="W",
                    help="count phantom microcalcification pixels 1+W times in the loss (default 0)")
+    p.add_argument("--boundary-fraction", type=float, default=0.05, metavar="F",
+                   help="fraction of patches on the edge of the exposed field, the collimator "
+                        "shadow (default 0.05)")
     p.add_argument("--noise-model", choices=["poisson-gaussian", "gaussian-saltpepper"],
                    default="poisson-gaussian")
     p.add_argument("--seed", type=int, default=0)

@@ -47,6 +47,11 @@ class TrainConfig:
     the background; the weight trades a little fidelity elsewhere for keeping their contrast.
     Images without known calcifications (DICOM files, in-memory images) are unaffected.
 
+    Patches: most are centred in the breast; ``edge_fraction`` of them anywhere in the image
+    (background, skin line) and ``boundary_fraction`` on the edge of the exposed field (the
+    collimator shadow), the sharpest step in a detector image, which uniform draws almost
+    never put a convex corner of into a patch.
+
     ``out`` defaults to ``user_model_dir()/<name>.safetensors`` (the model's name is its file
     name, so ``name`` only matters without ``out``) and ``checkpoint`` to
     ``<out without suffix>.ckpt`` (safetensors format, no pickle).
@@ -75,6 +80,7 @@ class TrainConfig:
     val_fraction: float = 0.2
     val_patches: int = 64
     edge_fraction: float = 0.1
+    boundary_fraction: float = 0.05
     patience: int | None = 10
     time_budget_s: float | None = None
     seed: int = 0
@@ -154,8 +160,12 @@ class TrainConfig:
         self.calc_weight = float(self.calc_weight)
         if not 0.0 <= float(self.val_fraction) < 1.0:
             _err(f"val_fraction must be in [0, 1), got {self.val_fraction!r}")
-        if not 0.0 <= float(self.edge_fraction) <= 1.0:
-            _err(f"edge_fraction must be in [0, 1], got {self.edge_fraction!r}")
+        for name in ("edge_fraction", "boundary_fraction"):
+            if not 0.0 <= float(getattr(self, name)) <= 1.0:
+                _err(f"{name} must be in [0, 1], got {getattr(self, name)!r}")
+        if self.edge_fraction + self.boundary_fraction > 1.0:
+            _err("edge_fraction + boundary_fraction must not exceed 1, got "
+                 f"{self.edge_fraction!r} + {self.boundary_fraction!r}")
         if self.patience is not None and (int(self.patience) != self.patience or self.patience < 1):
             _err(f"patience must be None or an integer >= 1, got {self.patience!r}")
         if int(self.seed) != self.seed or self.seed < 0:
@@ -226,6 +236,7 @@ class TrainConfig:
             "seed": self.seed,
             # Added later: present only when set, so earlier checkpoints still resume.
             **({"calc_weight": self.calc_weight} if self.calc_weight else {}),
+            **({"boundary_fraction": self.boundary_fraction} if self.boundary_fraction else {}),
         }
 
 

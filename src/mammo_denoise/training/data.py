@@ -49,6 +49,7 @@ class Source:
     kind: str  # "phantom" (noise-free clean) or "real" (clean is a full-dose acquisition)
     label: str
     calc_mask: np.ndarray | None = None  # (H, W) bool: known microcalcifications (phantoms)
+    boundary: np.ndarray | None = None  # flat indices of exposed pixels next to unexposed ones
     median: float = 0.0  # of the whole image
     low: float = 0.0  # min and max inside the breast mask
     high: float = 0.0
@@ -94,6 +95,24 @@ def estimate_breast_mask(image: np.ndarray, params: NoiseParams) -> np.ndarray:
         return np.ones(image.shape, bool)
     # Collimated or dead pixels (near zero counts) are not breast either.
     return (logc <= t) & (counts > 0.02 * float(np.median(counts[logc <= t]) or 1.0))
+
+
+def exposure_boundary(clean: np.ndarray, params: NoiseParams) -> np.ndarray:
+    """Flat indices of the exposed pixels that touch unexposed ones (collimator shadow, dead
+    rows): the field edge, where the signal drops ~100 noise sigma to the offset in one pixel.
+
+    Unexposed: below 2 % of the median positive count, the breast mask's criterion; in a
+    full-dose image that is many electronic-noise sigma above the shadow's zero counts.
+    """
+    from scipy import ndimage
+
+    counts = (np.asarray(clean, np.float64) - params.offset) / params.gain
+    positive = counts[counts > 0]
+    if positive.size == 0:
+        return np.empty(0, np.int64)
+    unexposed = counts < 0.02 * float(np.median(positive))
+    edge = ~unexposed & ndimage.binary_dilation(unexposed, np.ones((3, 3), bool))
+    return np.flatnonzero(edge)
 
 
 def calcification_mask(shape, calcifications, pixel_mm: float, margin_px: float = 1.0) -> np.ndarray:
@@ -148,9 +167,12 @@ def build_sources(config, cancel=None) -> list[Source]:
             )
         if mask is None:
             mask = estimate_breast_mask(clean, params)
+        boundary = None
         if gs:
             clean = _to_intensity(clean)
-        sources.append(Source(clean, params, mask, kind, label, calc_mask))
+        elif config.boundary_fraction:
+            boundary = exposure_boundary(clean, params)
+        sources.append(Source(clean, params, mask, kind, label, calc_mask, boundary))
 
     if config.phantoms:
         from mammo_denoise.physics.phantom import make_phantom
@@ -233,6 +255,7 @@ class PatchSampler:
         self.noise_model = config.noise_model
         self.doses = config.doses
         self.edge_fraction = config.edge_fraction
+        self.boundary_fraction = config.boundary_fraction
         self.calc_weight = config.calc_weight
         self.gs_sigmas = np.asarray(config.gs_sigmas, np.float64) / 255.0
         self.gs_densities = np.asarray(config.gs_densities, np.float64)
@@ -240,6 +263,25 @@ class PatchSampler:
         self.p = w / w.sum()
 
     # -- positions --------------------------------------------------------------------------
+    def _position(self, src: Source, rng) -> tuple[int, int]:
+        """Top-left corner of a patch: on the field edge, anywhere, or centred in the breast."""
+        u = rng.random()
+        if self.boundary_fraction and u < self.boundary_fraction:
+            if src.boundary is not None and src.boundary.size:
+                return self._on_boundary(src, rng)
+            return self._corner(src, rng, anywhere=True)
+        return self._corner(src, rng, anywhere=u < self.boundary_fraction + self.edge_fraction)
+
+    def _on_boundary(self, src: Source, rng) -> tuple[int, int]:
+        # The centre within a quarter patch of a field-edge pixel, clamped to the image: a
+        # collimator shadow along the image border stays at the patch border, as in a tile.
+        p = self.patch
+        h, w = src.clean.shape
+        r, c = np.unravel_index(int(src.boundary[rng.integers(src.boundary.size)]), (h, w))
+        r += int(rng.integers(-(p // 4), p // 4 + 1)) - p // 2
+        c += int(rng.integers(-(p // 4), p // 4 + 1)) - p // 2
+        return min(max(r, 0), h - p), min(max(c, 0), w - p)
+
     def _corner(self, src: Source, rng, anywhere: bool) -> tuple[int, int]:
         p = self.patch
         h, w = src.clean.shape
@@ -296,7 +338,7 @@ class PatchSampler:
         for k in range(n):
             si = int(rng.choice(len(self.sources), p=self.p))
             src = self.sources[si]
-            i, j = self._corner(src, rng, anywhere=rng.random() < self.edge_fraction)
+            i, j = self._position(src, rng)
             k_rot, flip = (int(rng.integers(4)), rng.random() < 0.5) if augment else (0, False)
             clean = _orient(src.clean[i:i + p, j:j + p], k_rot, flip)
             if ws is not None and src.calc_mask is not None:
