@@ -434,6 +434,65 @@ def run_model(denoiser, z, params, meta=None, tile=None):
                                   tile=tile), np.float32)
 
 
+#: Real image kept around each scored crop: more than any network's receptive radius (the Eckert
+#: ResNet's ~47 px) and BM3D's reach (39 px search window plus 8 px blocks), so every method
+#: gives the crop what a run on the whole frame gives it, at a fraction of the cost.
+CONTEXT_PX = 64
+
+
+def context_window(case) -> tuple[tuple[slice, slice], tuple[slice, slice]]:
+    """The crop plus ``CONTEXT_PX`` on every side (clipped to the frame), and the crop within it."""
+    r0, c0, h, w = case.crop
+    H, W = case.low_whole.shape
+    a, b = max(r0 - CONTEXT_PX, 0), max(c0 - CONTEXT_PX, 0)
+    win = (slice(a, min(r0 + h + CONTEXT_PX, H)), slice(b, min(c0 + w + CONTEXT_PX, W)))
+    return win, (slice(r0 - a, r0 - a + h), slice(c0 - b, c0 - b + w))
+
+
+def run_model_on_case(denoiser, case, tile=None, low_whole=None) -> np.ndarray:
+    """The network on the case's crop as ``denoise`` runs it on the whole low-dose frame: the
+    frame's constants (the Anscombe shift is the median of the *whole* frame, as in training)
+    and real image all around the crop, computed on the context window only. Equal to a
+    whole-frame run on the crop up to float32 rounding (checked in BENCHMARKS.md's run notes)."""
+    import torch
+
+    from mammo_denoise.inference import _torch_settings, _Transform, denoise_frame  # noqa: PLC2701
+
+    whole = case.low_whole if low_whole is None else low_whole
+    win, inner = context_window(case)
+    tr = _Transform(whole, denoiser.domain, case.params, True)
+    dev = torch.device("cpu")
+    denoiser.to(dev).to(memory_format=torch.channels_last).eval()
+    with _torch_settings(dev):
+        out = denoise_frame(np.ascontiguousarray(whole[win]), tr, denoiser, dev, tile=tile,
+                            overlap=denoiser.default_overlap)
+    return out[inner]
+
+
+def local_on_case(method, case, low_whole=None) -> np.ndarray:
+    """A local method ``method(image, params)`` (BM3D, a Gaussian filter) on the crop's context
+    window, cut back to the crop: what it gives the crop on the whole frame."""
+    whole = case.low_whole if low_whole is None else low_whole
+    win, inner = context_window(case)
+    return np.asarray(method(np.ascontiguousarray(whole[win]), case.params), np.float32)[inner]
+
+
+GAUSSIAN = "Gaussian filter (GAT, sigma 1)"
+BM3D = "BM3D (GAT)"
+
+
+def denoise_case(method: str, case, denoiser=None, tile=None) -> np.ndarray:
+    """``method``'s output on the case's crop: "Noisy" (the input), ``GAUSSIAN``, ``BM3D``, or
+    any other label for the network ``denoiser``; each run as on the whole frame."""
+    if method == "Noisy":
+        return case.low
+    if method == GAUSSIAN:
+        return local_on_case(lambda z, p: gaussian_anscombe(z, p, 1.0), case)
+    if method == BM3D:
+        return local_on_case(bm3d_anscombe, case)
+    return run_model_on_case(denoiser, case, tile=tile)
+
+
 def check_seed_disjoint(specs: list[ModelSpec], test_seeds) -> dict:
     """Verify that no test seed equals a training phantom seed of any model (as far as the
     model cards tell: training seed and number of phantoms)."""

@@ -3,7 +3,7 @@
     python benchmarks/dose_sweep.py --phantoms 6 --size 512
 
 Same protocol as quality.py (held-out seeds 10_000+, binomial thinning of the phantom's counts,
-crop inside the breast, scored against the noise-free truth at each dose, true NoiseParams).
+every method run as on the whole frame, crop inside the breast, scored against the noise-free truth at each dose, true NoiseParams).
 Gain = metric(method) - metric(noisy) per phantom, mean +- std over phantoms. The Gaussian
 filter in the Anscombe domain is included (it costs nothing). Writes results/<name>.json and
 results/<name>.png.
@@ -50,7 +50,7 @@ def main(argv=None):
     spec = C.resolve_default_model(args.model, args.allow_untrained)
     den = C.load(spec)
     use_bm3d = not args.no_bm3d and C.have_bm3d()
-    methods = ["Gaussian filter (GAT, sigma 1)"] + (["BM3D (GAT)"] if use_bm3d else []) + [spec.label]
+    methods = [C.GAUSSIAN] + ([C.BM3D] if use_bm3d else []) + [spec.label]
     seeds = [args.seed0 + i for i in range(args.phantoms)]
     print(f"model {spec.label}; fractions {args.fractions}; {len(seeds)} phantoms; threads {threads}")
 
@@ -66,12 +66,7 @@ def main(argv=None):
             rec["Noisy"]["ssim"].append(s0)
             for m in methods:
                 t = C.timer()
-                if m.startswith("Gaussian"):
-                    out = C.gaussian_anscombe(case.low, case.params, 1.0)
-                elif m.startswith("BM3D"):
-                    out = C.bm3d_anscombe(case.low, case.params)
-                else:
-                    out = C.run_model(den, case.low, case.params)
+                out = C.denoise_case(m, case, den)
                 rec[m]["time_s"].append(t())
                 p = C.psnr(out, case.truth, case.data_range, case.region)
                 s = C.ssim(out, case.truth, case.data_range, case.region)
@@ -82,7 +77,7 @@ def main(argv=None):
         rows[str(d)] = {m: {k: C.mean_std(v) for k, v in r.items()} for m, r in rec.items()}
         if use_bm3d:
             rows[str(d)]["model_minus_bm3d"] = {
-                k: C.mean_std([a - b for a, b in zip(rec[spec.label][k], rec["BM3D (GAT)"][k])])
+                k: C.mean_std([a - b for a, b in zip(rec[spec.label][k], rec[C.BM3D][k])])
                 for k in ("psnr", "ssim")}
         rows[str(d)]["per_phantom"] = rec
         print(f"dose {d:g}: " + "  ".join(

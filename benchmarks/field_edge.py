@@ -91,7 +91,7 @@ def main(argv=None):
     specs = [s for s in specs if args.allow_untrained or (s.card.get("training") or {}).get("epochs")]
     denoisers = {s.label: C.load(s) for s in specs}
     use_bm3d = not args.no_bm3d and C.have_bm3d()
-    methods = ["Noisy"] + (["BM3D (GAT)"] if use_bm3d else []) + list(denoisers)
+    methods = ["Noisy"] + ([C.BM3D] if use_bm3d else []) + list(denoisers)
     seeds = [args.seed0 + i for i in range(args.phantoms)]
     print(f"{len(seeds)} phantoms {tuple(args.phantom_shape)}, dose {args.dose}; methods {methods}; threads {threads}")
 

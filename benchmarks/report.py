@@ -149,7 +149,7 @@ def sec_quality(doc):
                "comparable across data sets, the ordering and the gaps are)\n\n")
     out.append("| method | seed PSNR | seed SSIM | seed σ_image | our PSNR (b) | our SSIM (b) | our σ_image |\n"
                "|---|---|---|---|---|---|---|\n")
-    pairs = [("Noisy", "Noisy"), ("Gaussian filter", "Gaussian filter (GAT, sigma 1)"), ("BM3D", "BM3D (GAT)")]
+    pairs = [("Noisy", "Noisy"), ("Gaussian filter", C.GAUSSIAN), ("BM3D", C.BM3D)]
     arch_of = {m["label"]: m["architecture"] for m in doc.get("models", [])}
     for label, arch in (("DnCNN (seed, retrained with their method)", "dncnn"), ("ResNet (seed, proposed)", "eckert-resnet")):
         ours = [k for k, a in arch_of.items() if a == arch]
@@ -187,7 +187,7 @@ def sec_dose(doc):
                "against the truth at each dose.\n\n")
     methods = doc["methods"]
     model = doc["model"]["label"]
-    paired = "BM3D (GAT)" in methods
+    paired = C.BM3D in methods
     out.append("| dose | noisy PSNR | " + " | ".join(f"{m} ΔPSNR / ΔSSIM" for m in methods)
                + (f" | {model} − BM3D (paired) PSNR / SSIM" if paired else "") + " |\n")
     out.append("|---|---|" + "---|" * (len(methods) + paired) + "\n")
@@ -196,8 +196,8 @@ def sec_dose(doc):
         cells = [f"{ms(row[m]['psnr_gain'], signed=True)} / {ms(row[m]['ssim_gain'], 3, signed=True)}" for m in methods]
         if paired:
             pp = row["per_phantom"]
-            dp = C.mean_std([a - b for a, b in zip(pp[model]["psnr"], pp["BM3D (GAT)"]["psnr"])])
-            dsm = C.mean_std([a - b for a, b in zip(pp[model]["ssim"], pp["BM3D (GAT)"]["ssim"])])
+            dp = C.mean_std([a - b for a, b in zip(pp[model]["psnr"], pp[C.BM3D]["psnr"])])
+            dsm = C.mean_std([a - b for a, b in zip(pp[model]["ssim"], pp[C.BM3D]["ssim"])])
             cells.append(f"{ms(dp, signed=True)} / {ms(dsm, 4, signed=True)}")
         out.append(f"| {d:g} | {ms(row['Noisy']['psnr'])} | " + " | ".join(cells) + " |\n")
     out.append(f"\n![dose sweep]({doc['png']})\n")
