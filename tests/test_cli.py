@@ -110,3 +110,21 @@ def test_every_command_has_help(command):
     result = run_cli(command, "--help")
     assert result.returncode == 0
     assert "usage: mammo-denoise " + command in result.stdout
+
+
+def test_models_lists_the_shipped_default_with_its_held_out_numbers():
+    from mammo_denoise.models import list_models
+
+    result = run_cli("models")
+    assert result.returncode == 0
+    line = next(ln for ln in result.stdout.splitlines() if ln.startswith("mammo-unet "))
+    held = next(i.card for i in list_models() if i.name == "mammo-unet")["metrics"]["held_out"]
+    assert "shipped" in line and f"PSNR {held['psnr_db']:.2f} dB (BM3D {held['bm3d_psnr_db']:.2f})" in line
+
+
+def test_model_summary_falls_back_to_validation_metrics():
+    from mammo_denoise.cli import _card_summary
+
+    card = {"dose_range": [0.1, 0.5], "metrics": {"val_psnr": 48.04, "val_psnr_noisy": 41.5}}
+    assert _card_summary(card) == "dose 0.1-0.5; validation PSNR 48.0 dB (noisy 41.5)"
+    assert _card_summary({}) == ""
