@@ -17,8 +17,10 @@ possible, or over the eroded breast of whole phantoms with ``--size 0``:
 Columns: PSNR and SSIM (data range = range of the truth in the scored region, the same for
 every method), sigma_image (std in the flattest fatty 32x32 window, divided by the same range),
 calcification contrast ratio (mean contrast at the known positions over the truth's) and CNR;
-and the contrast ratio pooled over all phantoms' calcifications by size (``CALC_SIZE_CLASSES``):
-small calcifications carry the detectability limit that the per-phantom mean hides.
+and the contrast ratio and CNR pooled over all phantoms' calcifications by size
+(``CALC_SIZE_CLASSES``): small calcifications carry the detectability limit that the per-phantom
+mean hides, and their CNR says whether a method that shrinks their contrast still leaves them
+more visible than the noisy input does.
 sigma_image is measured after removing a least-squares plane from the window
 (``metrics.flat_region_sigma``), so it is the noise, not the slow anatomy.
 """
@@ -44,11 +46,13 @@ def calc_by_size(rows_method, rows_truth) -> dict:
     d = np.concatenate([r["calc_diameters_mm"] for r in rows_truth]) if rows_truth else np.array([])
     t = np.concatenate([r["calc_contrasts"] for r in rows_truth]) if rows_truth else np.array([])
     c = np.concatenate([r["calc_contrasts"] for r in rows_method]) if rows_method else np.array([])
+    k = np.concatenate([r["calc_cnrs"] for r in rows_method]) if rows_method else np.array([])
     out = {}
     for label, (lo, hi) in CALC_SIZE_CLASSES.items():
         sel = (d >= lo) & (d < hi)
         out[label] = {"n": int(sel.sum()),
-                      "ratio": float(c[sel].mean() / t[sel].mean()) if sel.any() else None}
+                      "ratio": float(c[sel].mean() / t[sel].mean()) if sel.any() else None,
+                      "cnr": float(np.nanmean(k[sel])) if sel.any() and np.isfinite(k[sel]).any() else None}
     return out
 
 
@@ -67,7 +71,9 @@ def score(img, case: C.Case, truth_contrast, full_contrast) -> dict:
         out["calc_contrast"] = float(np.mean(c))
         out["calc_contrast_ratio"] = float(np.mean(c) / np.mean(truth_contrast))
         out["calc_contrast_ratio_full"] = float(np.mean(c) / np.mean(full_contrast))
-        out["cnr"] = float(np.mean(C.calc_cnr(img, case)))
+        cnrs = C.calc_cnr(img, case)
+        out["cnr"] = float(np.mean(cnrs))
+        out["calc_cnrs"] = cnrs.tolist()
         out["calc_contrasts"] = c.tolist()
         out["calc_diameters_mm"] = [k.diameter_mm for k in case.calcs]
     return out

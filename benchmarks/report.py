@@ -130,13 +130,16 @@ def sec_quality(doc):
                    f"{ms(r['calc_contrast_ratio'])} | {ms(r['cnr'], 1)} | {v(r.get('time_s'))} |\n")
     sizes = summ["Truth (noise-free)"].get("calc_by_size")
     if sizes:
-        out.append("\n**Calcification contrast by size** (mean contrast over the truth's, pooled over every "
-                   "phantom's calcifications of that diameter)\n\n")
-        out.append("| method | " + " | ".join(f"{k} (n = {c['n']})" for k, c in sizes.items()) + " |\n")
-        out.append("|---|" + "---|" * len(sizes) + "\n")
-        for m in ["Full dose (mapped to low-dose level)"] + doc["methods"]:
+        out.append("\n**Calcifications by size**: mean contrast over the truth's, and mean CNR (disk vs "
+                   "annulus, over the annulus std), pooled over every phantom's calcifications of that "
+                   "diameter\n\n")
+        out.append("| method | " + " | ".join(f"contrast {k} (n = {c['n']})" for k, c in sizes.items()) + " | "
+                   + " | ".join(f"CNR {k}" for k in sizes) + " |\n")
+        out.append("|---|" + "---|" * (2 * len(sizes)) + "\n")
+        for m in ["Truth (noise-free)", "Full dose (mapped to low-dose level)"] + doc["methods"]:
             by = summ[m]["calc_by_size"]
-            out.append(f"| {m} | " + " | ".join(v(by[k]["ratio"]) for k in sizes) + " |\n")
+            out.append(f"| {m} | " + " | ".join(v(by[k]["ratio"]) for k in sizes) + " | "
+                       + " | ".join(v(by[k].get("cnr"), digits=1) for k in sizes) + " |\n")
     out.append("\n**(b) Against the full-dose noisy image** (the seed's protocol; the full-dose image is mapped to "
                "the low-dose signal level, `offset + dose·(z_full − offset)`, and scored with the same data range; "
                "calc. contrast relative to the full-dose image's)\n\n")
