@@ -2,8 +2,10 @@
 
     xvfb-run -a python benchmarks/preview_latency.py
 
-Times ``DoseWidget.preview(fraction)`` end to end (decimated simulation + layer update + a canvas
-repaint) on a 3328 x 2560 phantom, for eight slider positions, and writes
+Times ``DoseWidget.preview(fraction)`` end to end (simulation + layer update + a canvas repaint)
+on a 3328 x 2560 phantom, for eight slider positions, twice: the whole image in view (simulated
+decimated) and zoomed in on a 768 x 768 region (simulated at full resolution; the visible region
+is set through the layer's ``corner_pixels``, as napari's canvas sets it). Writes
 benchmarks/results/preview_latency.json with the machine, date and command.
 """
 
@@ -34,29 +36,41 @@ def main() -> None:
     viewer = napari.Viewer(show=False)
     viewer.add_image(phantom.noisy, **image_layer_kwargs(phantom.noisy, phantom.meta, params=phantom.params))
     widget = DoseWidget(viewer)
-    widget.preview(0.5)  # first call creates the layer
     canvas = viewer.window._qt_viewer.canvas.native
-    times = []
-    for fraction in FRACTIONS:
-        t0 = time.perf_counter()
-        widget.preview(fraction)
-        canvas.repaint()
-        times.append(time.perf_counter() - t0)
+    source = viewer.layers[0]
+
+    def timed(corners):
+        source.corner_pixels = np.asarray(corners)
+        widget.preview(0.5)  # creates or re-places the layer
+        times = []
+        for fraction in FRACTIONS:
+            t0 = time.perf_counter()
+            widget.preview(fraction)
+            canvas.repaint()
+            times.append(time.perf_counter() - t0)
+        return times, widget.preview_layer.metadata.get("decimation"), list(widget.preview_layer.data.shape)
+
+    zoomed, _, zoomed_shape = timed([[1200, 900], [1967, 1667]])
+    times, decimation, _ = timed([[0, 0], [SHAPE[0] - 1, SHAPE[1] - 1]])
     result = {
         "command": "xvfb-run -a python " + " ".join(sys.argv),
         "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         "machine": {"cpu": platform.processor() or platform.machine(), "cores": os.cpu_count(),
                     "load_average": list(os.getloadavg())},
         "shape": list(SHAPE),
-        "decimation": widget.preview_layer.metadata.get("decimation"),
+        "decimation": decimation,
         "latency_ms": [round(1000 * t, 1) for t in times],
         "median_ms": round(1000 * float(np.median(times)), 1),
         "max_ms": round(1000 * max(times), 1),
+        "zoomed_region": zoomed_shape,
+        "zoomed_latency_ms": [round(1000 * t, 1) for t in zoomed],
+        "zoomed_median_ms": round(1000 * float(np.median(zoomed)), 1),
     }
     out = Path(__file__).parent / "results" / "preview_latency.json"
     out.write_text(json.dumps(result, indent=2))
     print(f"preview latency on {SHAPE[0]}x{SHAPE[1]}: median {result['median_ms']} ms, "
-          f"max {result['max_ms']} ms -> {out}")
+          f"max {result['max_ms']} ms; zoomed in on {zoomed_shape}: median "
+          f"{result['zoomed_median_ms']} ms -> {out}")
 
 
 if __name__ == "__main__":

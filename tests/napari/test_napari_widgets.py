@@ -237,6 +237,59 @@ def test_dose_preview_and_full_resolution(make_napari_viewer, qtbot, phantom):
     assert out.metadata["noise_params"] == phantom.params
 
 
+def test_preview_window_is_the_visible_region_when_zoomed_in():
+    from mammo_denoise.napari._widgets.dose import preview_window
+
+    # Zoomed in: the on-screen box (inclusive corners) at full resolution.
+    rows, cols, step = preview_window((3328, 2560), [[100, 200], [611, 967]], max_side=768)
+    assert (rows, cols, step) == (slice(100, 612), slice(200, 968), 1)
+    # Zoomed out, never drawn, or showing everything: the whole image, decimated.
+    for corners in ([[0, 0], [3327, 2559]], [[0, 0], [0, 0]], [[10, 0], [1000, 2559]]):
+        rows, cols, step = preview_window((3328, 2560), corners, max_side=768)
+        assert (rows, cols, step) == (slice(0, 3328, 5), slice(0, 2560, 5), 5)
+    # A small image shown whole is simulated whole, at full resolution.
+    assert preview_window((192, 160), [[0, 0], [191, 159]]) == (slice(0, 192, 1), slice(0, 160, 1), 1)
+
+
+def test_dose_preview_follows_the_view(make_napari_viewer, qtbot):
+    from mammo_denoise.napari._widgets.dose import DoseWidget, preview_window, viewer_camera
+    from mammo_denoise.physics.phantom import make_phantom
+
+    ph = make_phantom(seed=8, shape=(1024, 896), view="CC")
+    viewer = make_napari_viewer()
+    src = add_phantom(viewer, ph, name="big")
+    src.translate = (5.0, -2.0)
+    w = DoseWidget(viewer)
+    w.layer_combo.layer = src
+    src.corner_pixels = np.array([[0, 0], [1023, 895]])
+    whole = w.preview(0.3)
+    assert whole.metadata["decimation"] == 2 and whole.data.shape == (512, 448)
+    np.testing.assert_allclose(whole.scale, 2 * np.asarray(src.scale))
+    # Zoomed in: the visible region at full resolution, placed exactly over the source pixels.
+    src.corner_pixels = np.array([[300, 100], [555, 419]])
+    zoomed = w.preview(0.3)
+    assert zoomed is whole  # the same layer, updated
+    assert zoomed.metadata["decimation"] == 1 and zoomed.data.shape == (256, 320)
+    np.testing.assert_allclose(zoomed.scale, src.scale)
+    np.testing.assert_allclose(zoomed.translate, np.asarray(src.translate) + np.asarray(src.scale) * (300, 100))
+    np.testing.assert_allclose(zoomed.data_to_world((0, 0)), src.data_to_world((300, 100)))
+    off = ph.params.offset
+    part = np.asarray(src.data[300:556, 100:420], np.float64)
+    assert zoomed.data.mean() == pytest.approx(off + 0.3 * (part.mean() - off), rel=0.01)
+    # Zooming or panning the real canvas re-simulates what napari then reports on screen.
+    viewer.reset_view()
+    camera = viewer_camera(viewer)
+    camera.zoom = camera.zoom * 8
+    camera.center = (0.0, 400 * src.scale[0], 300 * src.scale[1])[-len(camera.center):]
+
+    def shows_view():
+        rows, cols, step = preview_window(src.data.shape, src.corner_pixels)
+        return step == 1 and w.preview_layer.metadata["region"] == (rows.start, rows.stop, cols.start, cols.stop)
+
+    qtbot.waitUntil(shows_view, timeout=5000)
+    assert w.preview_layer.data.size < src.data.size / 4
+
+
 def test_dose_estimate_fills_boxes(make_napari_viewer, qtbot, phantom):
     from mammo_denoise.napari._widgets.dose import DoseWidget
 

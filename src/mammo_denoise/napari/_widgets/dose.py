@@ -1,4 +1,9 @@
-"""Dose simulation: live decimated preview on the slider, full resolution on release."""
+"""Dose simulation: live preview on the slider, full resolution on release.
+
+The preview simulates what is on screen: the visible region at full resolution once the view
+is zoomed in far enough for it to fit ``PREVIEW_MAX_SIDE``, else the whole image decimated
+(every k-th pixel keeps per-pixel noise statistics). Panning or zooming refreshes it.
+"""
 
 from __future__ import annotations
 
@@ -27,7 +32,29 @@ from ._bind import bind
 from ._common import LayerCombo, report_error
 
 METHODS = ("moments", "binomial", "seed")
-PREVIEW_MAX_SIDE = 768  # decimated preview: ~0.4 Mpx whatever the detector size
+PREVIEW_MAX_SIDE = 768  # preview: at most ~0.6 Mpx whatever the detector size
+
+
+def viewer_camera(viewer):
+    """The viewer's camera: ``viewer.scene.camera`` since napari 0.9, ``viewer.camera`` before."""
+    scene = getattr(viewer, "scene", None)
+    return scene.camera if scene is not None and hasattr(scene, "camera") else viewer.camera
+
+
+def preview_window(shape, corner_pixels, max_side: int = PREVIEW_MAX_SIDE):
+    """``(rows, cols, step)`` of the image to simulate for a preview: the visible region
+    (``corner_pixels``, napari's on-screen bounding box in data pixels) at full resolution when
+    it fits ``max_side`` and is not the whole image, else the whole image every ``step`` pixels."""
+    h, w = shape
+    corners = np.asarray(corner_pixels, dtype=int)
+    if corners.shape[-1] >= 2 and corners.any():  # all zero: the layer was never drawn
+        (r0, c0), (r1, c1) = corners[0, -2:], corners[1, -2:]
+        r0, c0 = max(int(r0), 0), max(int(c0), 0)
+        r1, c1 = min(int(r1) + 1, h), min(int(c1) + 1, w)
+        if 0 < r1 - r0 <= max_side and 0 < c1 - c0 <= max_side and (r1 - r0) * (c1 - c0) < h * w:
+            return slice(r0, r1), slice(c0, c1), 1
+    step = max(1, math.ceil(max(h, w) / max_side))
+    return slice(0, h, step), slice(0, w, step), step
 
 
 def _fit_attr(fit, *names, default=None):
@@ -76,6 +103,10 @@ class DoseWidget(QWidget):
         self._preview_timer.setSingleShot(True)
         self._preview_timer.setInterval(20)
         self._preview_timer.timeout.connect(self._timed_preview)
+        # A preview follows the view: pan or zoom and it is simulated again for what is shown.
+        camera = viewer_camera(napari_viewer)
+        camera.events.center.connect(self._on_camera)
+        camera.events.zoom.connect(self._on_camera)
 
         self.method_combo = QComboBox()
         self.method_combo.addItems(METHODS)
@@ -208,12 +239,19 @@ class DoseWidget(QWidget):
         self.slider_label.setText(f"{value} %")
         self._preview_timer.start()
 
+    def _on_camera(self, event=None):
+        try:
+            if self.preview_layer is not None and self.preview_layer in self.viewer.layers:
+                self._preview_timer.start()
+        except RuntimeError:  # the Qt object was deleted; napari still holds the callback
+            pass
+
     def _timed_preview(self):
         if self.worker is None:  # a full-resolution result is on its way: no stale preview
             self.preview()
 
     def preview(self, fraction: float | None = None):
-        """Simulate on a decimated view (every k-th pixel keeps per-pixel noise statistics)."""
+        """Simulate what is on screen (``preview_window``) and show it as '<name> dose preview'."""
         layer = self._source()
         if layer is None:
             return None
@@ -222,33 +260,34 @@ class DoseWidget(QWidget):
             from mammo_denoise.physics.dose import simulate_dose
 
             params = self.params()
-            h, w = np.shape(layer.data)
-            step = max(1, math.ceil(max(h, w) / PREVIEW_MAX_SIDE))
-            small = np.asarray(layer.data[::step, ::step], dtype=np.float32)
-            sim = simulate_dose(small, fraction, params, method=self.settings.method,
+            rows, cols, step = preview_window(np.shape(layer.data), layer.corner_pixels)
+            part = np.asarray(layer.data[rows, cols], dtype=np.float32)
+            sim = simulate_dose(part, fraction, params, method=self.settings.method,
                                 rng=self.settings.seed)
         except Exception as exc:  # noqa: BLE001
             report_error(exc, "Dose preview")
             return None
         name = f"{layer.name} dose preview"
         limits = self._limits(layer, fraction, params)
+        scale = np.asarray(layer.scale) * step
+        translate = np.asarray(layer.translate) + np.asarray(layer.scale) * (rows.start, cols.start)
         if name in self.viewer.layers:
             preview = self.viewer.layers[name]
             preview.data = sim
+            preview.scale = scale
+            preview.translate = translate
             preview.contrast_limits = limits
         else:
-            kwargs = derived_kwargs(
-                layer,
-                name,
-                f"dose preview (decimated x{step})",
-                scale=tuple(np.asarray(layer.scale) * step),
-                contrast_limits=limits,
-            )
+            kwargs = derived_kwargs(layer, name, "dose preview", scale=tuple(scale),
+                                    translate=tuple(translate), contrast_limits=limits)
             preview = add_image(self.viewer, sim, kwargs)
         preview.metadata["dose_fraction"] = fraction
         preview.metadata["decimation"] = step
+        preview.metadata["region"] = (rows.start, rows.stop, cols.start, cols.stop)
         self.preview_layer = preview
-        self.status.setText(f"preview at {percent(fraction)} (every {step}th pixel)")
+        where = (f"every {step}th pixel" if step > 1 else
+                 f"visible {rows.stop - rows.start}x{cols.stop - cols.start} px at full resolution")
+        self.status.setText(f"preview at {percent(fraction)} ({where})")
         return preview
 
     @staticmethod
