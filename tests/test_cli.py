@@ -122,9 +122,14 @@ def test_models_lists_the_shipped_default_with_its_held_out_numbers():
     assert "shipped" in line and f"PSNR {held['psnr_db']:.2f} dB (BM3D {held['bm3d_psnr_db']:.2f})" in line
 
 
-def test_model_summary_falls_back_to_validation_metrics():
-    from mammo_denoise.cli import _card_summary
+def test_model_summary_says_what_the_model_was_trained_on():
+    from mammo_denoise.models import card_summary
 
     card = {"dose_range": [0.1, 0.5], "metrics": {"val_psnr": 48.04, "val_psnr_noisy": 41.5}}
-    assert _card_summary(card) == "dose 0.1-0.5; validation PSNR 48.0 dB (noisy 41.5)"
-    assert _card_summary({}) == ""
+    assert card_summary(card) == "dose 0.1-0.5; validation PSNR 48.0 dB (noisy 41.5)"
+    card["training"] = {"data": {"phantoms": 0, "files": ["a.dcm", "b.dcm"], "images": 1},
+                        "init": "/models/mammo-unet.safetensors"}
+    assert card_summary(card).startswith("trained on 3 images, from mammo-unet; dose 0.1-0.5; ")
+    card["training"] = {"data": {"phantoms": 60, "files": [], "images": 0}}
+    assert card_summary(card).startswith("trained on synthetic phantoms only; ")
+    assert card_summary({}) == ""

@@ -267,29 +267,8 @@ def cmd_train(args) -> int:
     return 0
 
 
-def _card_summary(card: dict) -> str:
-    """One line: dose range, then the held-out benchmark if the card has one, else validation."""
-    parts = []
-    if card.get("dose_range"):
-        parts.append("dose {:g}-{:g}".format(*card["dose_range"]))
-    metrics = card.get("metrics") or {}
-    held = metrics.get("held_out")
-    if isinstance(held, dict) and held.get("psnr_db") is not None:
-        line = f"held-out {held.get('phantoms')} phantoms at dose {held.get('dose'):g}: PSNR {held['psnr_db']:.2f} dB"
-        if held.get("bm3d_psnr_db") is not None:
-            line += f" (BM3D {held['bm3d_psnr_db']:.2f})"
-        if held.get("ssim") is not None:
-            line += f", SSIM {held['ssim']:.4f}"
-        if held.get("calc_contrast_ratio") is not None:
-            line += f", calcification contrast {held['calc_contrast_ratio']:.2f}"
-        parts.append(line)
-    elif metrics.get("val_psnr") is not None:
-        parts.append(f"validation PSNR {metrics['val_psnr']:.1f} dB (noisy {metrics.get('val_psnr_noisy', float('nan')):.1f})")
-    return "; ".join(parts)
-
-
 def cmd_models(args) -> int:
-    from mammo_denoise.models import list_models
+    from mammo_denoise.models import card_summary, list_models
 
     infos = list_models()
     if args.json:
@@ -301,7 +280,7 @@ def cmd_models(args) -> int:
     for info in infos:
         card = info.card
         print(f"{info.name:24s} {info.source:8s} {card.get('architecture', '?'):14s} "
-              f"{card.get('parameter_count', 0):>9,d} params  {_card_summary(card)}")
+              f"{card.get('parameter_count', 0):>9,d} params  {card_summary(card)}")
         if args.verbose:
             print(json.dumps(card, indent=2))
     return 0

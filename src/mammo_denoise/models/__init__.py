@@ -12,6 +12,7 @@ from mammo_denoise.models.denoiser import ANSCOMBE_INPUT_SCALE, CARD_VERSION, De
 from mammo_denoise.models.store import (
     DEFAULT_MODEL,
     ModelInfo,
+    card_summary,
     list_models,
     load_model,
     read_card,
@@ -30,6 +31,7 @@ __all__ = [
     "MODEL_REGISTRY",
     "ModelInfo",
     "build_model",
+    "card_summary",
     "count_macs",
     "count_parameters",
     "list_models",

@@ -97,6 +97,43 @@ def _scan(directory: Path | None, source: str) -> list[ModelInfo]:
     return found
 
 
+def card_summary(card: dict) -> str:
+    """One line about a model for a model list: what it was trained on, its dose range, then the
+    held-out benchmark numbers when the card has them (else the validation PSNR)."""
+    parts = []
+    training = card.get("training") or {}
+    data = training.get("data") or {}
+    n_images = len(data.get("files") or []) + int(data.get("images") or 0)
+    if data.get("phantoms") and n_images:
+        parts.append(f"trained on synthetic phantoms and {n_images} images")
+    elif data.get("phantoms"):
+        parts.append("trained on synthetic phantoms only")
+    elif n_images:
+        parts.append(f"trained on {n_images} images")
+    # A card composed of stages starts where its first stage did; later stages' inits are
+    # the intermediate files.
+    stages = training.get("stages") or []
+    init = stages[0].get("init") if stages else training.get("init")
+    if init:
+        parts[-1:] = [", ".join(parts[-1:] + [f"from {Path(str(init)).stem}"])]
+    if card.get("dose_range"):
+        parts.append("dose {:g}-{:g}".format(*card["dose_range"]))
+    metrics = card.get("metrics") or {}
+    held = metrics.get("held_out")
+    if isinstance(held, dict) and held.get("psnr_db") is not None:
+        line = f"held-out {held.get('phantoms')} phantoms at dose {held.get('dose'):g}: PSNR {held['psnr_db']:.2f} dB"
+        if held.get("bm3d_psnr_db") is not None:
+            line += f" (BM3D {held['bm3d_psnr_db']:.2f})"
+        if held.get("ssim") is not None:
+            line += f", SSIM {held['ssim']:.4f}"
+        if held.get("calc_contrast_ratio") is not None:
+            line += f", calcification contrast {held['calc_contrast_ratio']:.2f}"
+        parts.append(line)
+    elif metrics.get("val_psnr") is not None:
+        parts.append(f"validation PSNR {metrics['val_psnr']:.1f} dB (noisy {metrics.get('val_psnr_noisy', float('nan')):.1f})")
+    return "; ".join(parts)
+
+
 def list_models() -> list[ModelInfo]:
     """Shipped models first, then the user's (``user_model_dir()``), each sorted by name."""
     return _scan(shipped_model_dir(), "shipped") + _scan(user_model_dir(), "user")

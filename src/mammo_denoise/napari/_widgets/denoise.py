@@ -31,17 +31,11 @@ DEVICES = ("auto", "cpu", "cuda")
 
 
 def model_summary(info) -> str:
+    """Where the model comes from, its architecture, and ``card_summary`` of its card."""
+    from mammo_denoise.models import card_summary
+
     card = getattr(info, "card", None) or {}
-    parts = [str(getattr(info, "source", "") or "")]
-    if card.get("architecture"):
-        parts.append(card["architecture"])
-    if card.get("dose_range"):
-        parts.append(f"dose {card['dose_range']}")
-    psnr = (card.get("metrics") or {}).get("val_psnr") or (card.get("metrics") or {}).get(
-        "psnr"
-    )
-    if psnr:
-        parts.append(f"val PSNR {psnr:.1f} dB" if isinstance(psnr, float) else f"PSNR {psnr}")
+    parts = [str(getattr(info, "source", "") or ""), card.get("architecture", ""), card_summary(card)]
     return " · ".join(p for p in parts if p)
 
 
