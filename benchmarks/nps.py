@@ -106,7 +106,7 @@ def slab_part(args, den, use_bm3d, pixel_mm):
     lam = np.full((n, n), float(args.photons), np.float32)
     full, _ = detector_image(lam, p, 1.0, np.random.default_rng([C.TEST_SEED0, 0x51AB, 1]))
     low, _ = detector_image(lam, p, args.dose, np.random.default_rng([C.TEST_SEED0, 0x51AB, 2]))
-    imgs = {f"full dose (1.0)": (full, 1.0), f"noisy ({args.dose:g})": (low, args.dose)}
+    imgs = {"full dose (1.0)": (full, 1.0), f"noisy ({args.dose:g})": (low, args.dose)}
     times = {}
     t = C.timer()
     imgs[f"{args.model_label} ({args.dose:g})"] = (C.run_model(den, low, p, tile=512), args.dose)

@@ -15,8 +15,6 @@ from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
 
-import torch
-
 from mammo_denoise.errors import MammoDenoiseError
 from mammo_denoise.models.denoiser import CARD_VERSION, Denoiser
 
