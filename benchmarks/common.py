@@ -453,20 +453,31 @@ def run_model_on_case(denoiser, case, tile=None, low_whole=None) -> np.ndarray:
     """The network on the case's crop as ``denoise`` runs it on the whole low-dose frame: the
     frame's constants (the Anscombe shift is the median of the *whole* frame, as in training)
     and real image all around the crop, computed on the context window only. Equal to a
-    whole-frame run on the crop up to float32 rounding (checked in BENCHMARKS.md's run notes)."""
+    whole-frame run on the crop up to float32 rounding."""
     import torch
 
-    from mammo_denoise.inference import _torch_settings, _Transform, denoise_frame  # noqa: PLC2701
+    from mammo_denoise.inference import _torch_settings, _Transform, denoise_frame, field_parts  # noqa: PLC2701
 
     whole = case.low_whole if low_whole is None else low_whole
-    win, inner = context_window(case)
     tr = _Transform(whole, denoiser.domain, case.params, True)
+    # The crop lies in the exposed field, which denoise() runs apart from the collimator strips
+    # (reflected at its own border): the window stops where the field does.
+    (win_r, win_c), _ = context_window(case)
+    field_r, field_c = field_parts(whole, tr)[0]
+    # Window origins on the field's pooling grid (a U-Net is not shift-equivariant below it).
+    a = denoiser.alignment
+    win_r = slice(field_r.start + (max(win_r.start, field_r.start) - field_r.start) // a * a,
+                  min(win_r.stop, field_r.stop))
+    win_c = slice(field_c.start + (max(win_c.start, field_c.start) - field_c.start) // a * a,
+                  min(win_c.stop, field_c.stop))
+    r0, c0, h, w = case.crop
+    assert win_r.start <= r0 and r0 + h <= win_r.stop and win_c.start <= c0 and c0 + w <= win_c.stop
     dev = torch.device("cpu")
     denoiser.to(dev).to(memory_format=torch.channels_last).eval()
     with _torch_settings(dev):
-        out = denoise_frame(np.ascontiguousarray(whole[win]), tr, denoiser, dev, tile=tile,
+        out = denoise_frame(np.ascontiguousarray(whole[win_r, win_c]), tr, denoiser, dev, tile=tile,
                             overlap=denoiser.default_overlap)
-    return out[inner]
+    return out[r0 - win_r.start:r0 - win_r.start + h, c0 - win_c.start:c0 - win_c.start + w]
 
 
 def local_on_case(method, case, low_whole=None) -> np.ndarray:

@@ -8,7 +8,7 @@ import torch
 from torch import nn
 
 from mammo_denoise.errors import Cancelled, MammoDenoiseError
-from mammo_denoise.inference import _reflect_index, denoise, resolve_device, tile_layout
+from mammo_denoise.inference import _reflect_index, _Transform, denoise, field_parts, resolve_device, tile_layout
 from mammo_denoise.io.meta import MammogramMeta
 from mammo_denoise.models import Denoiser, make_denoiser, save_model
 from mammo_denoise.physics.params import NoiseParams
@@ -95,6 +95,58 @@ def test_intensity_domain_scales_by_global_min_max():
     direct = Denoiser(_Identity(), {"residual": False, "input_scale": 1.0, "domain": "intensity"})
     z = _raw((33, 47), seed=3)
     np.testing.assert_allclose(denoise(z, direct, device="cpu", tile=16, overlap=4), z, rtol=1e-6)
+
+
+def _collimated(shape=(150, 170), strips=(6, 5, 0, 7), seed=6):
+    """_raw with collimator shadow (offset + electronic noise only) along (top, bottom, left, right)."""
+    z = _raw(shape, seed=seed)
+    rng = np.random.default_rng(seed + 1)
+    shadow = np.zeros(shape, bool)
+    t, b, left, r = strips
+    shadow[:t] = True
+    shadow[shape[0] - b:] = True
+    shadow[:, :left] = True
+    shadow[:, shape[1] - r:] = True
+    z[shadow] = PARAMS.offset + rng.normal(0, PARAMS.electronic_sigma, int(shadow.sum()))
+    return z
+
+
+def test_field_parts_are_the_exposed_field_and_the_shadow_strips():
+    z = _collimated()
+    tr = _Transform(z, "anscombe", PARAMS, True)
+    parts = field_parts(z, tr)
+    assert parts == [(slice(6, 145), slice(0, 163)),  # the field first
+                     (slice(0, 6), slice(0, 170)), (slice(145, 150), slice(0, 170)),
+                     (slice(6, 145), slice(163, 170))]
+    covered = np.zeros(z.shape, int)
+    for r, c in parts:
+        covered[r, c] += 1
+    assert (covered == 1).all()  # a partition of the frame
+    # No strip, a strip that is not a whole line (a tilted edge), or data without a
+    # Poisson-Gaussian model: one part.
+    assert field_parts(_raw((64, 64)), tr) == [(slice(0, 64), slice(0, 64))]
+    tilted = _raw((64, 64))
+    tilted[np.triu_indices(64, 40)] = PARAMS.offset
+    assert field_parts(tilted, tr) == [(slice(0, 64), slice(0, 64))]
+    assert field_parts(z, _Transform(z, "intensity", None, True)) == [(slice(0, 150), slice(0, 170))]
+
+
+def test_field_and_shadow_are_denoised_apart(unet):
+    z = _collimated()
+    out = denoise(z, unet, params=PARAMS, device="cpu", tile=None)
+    tr = _Transform(z, "anscombe", PARAMS, True)
+    from mammo_denoise.inference import denoise_frame
+
+    field = (slice(6, 145), slice(0, 163))
+    alone = denoise_frame(np.ascontiguousarray(z[field]), tr, unet, torch.device("cpu"), tile=None)
+    np.testing.assert_allclose(out[field], alone, rtol=0, atol=1e-4 * float(np.ptp(alone)))
+    # Tiles still agree with the whole image, and progress counts the tiles of every part.
+    calls = []
+    tiled = denoise(z, unet, params=PARAMS, device="cpu", tile=96, batch_size=1,
+                    progress=lambda d, t: calls.append((d, t)))
+    assert np.abs(tiled - out).max() < 1e-4 * float(np.ptp(out))
+    field_tiles = len(tile_layout(139, 96, unet.default_overlap, 4)[0]) * len(tile_layout(163, 96, unet.default_overlap, 4)[0])
+    assert calls[-1][0] == calls[-1][1] == len(calls) > field_tiles  # the strips' tiles count too
 
 
 def test_stack_is_denoised_frame_by_frame(unet):

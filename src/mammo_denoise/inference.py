@@ -7,6 +7,10 @@ The flow for one linear raw image ``z`` (docs/ARCHITECTURE.md, "Anscombe-domain 
     y_hat  = blend(Denoiser.denoise_anscombe(anscombe(tile, params) - shift) for each tile)
     out    = inverse_anscombe(y_hat + shift, params, method="exact")
 
+Field edges. A raw frame with collimator shadow along its border is denoised in parts: the
+exposed field, then each shadow strip (``field_parts``), each tiled and reflected at its own
+borders with the frame's constants, so the network never sees the ~100 sigma step between them.
+
 Tiling. Along each axis the image is reflect-padded (virtually: tiles index the image through
 mirrored coordinates) by a *context* margin ``c = 3*overlap//8`` (then up to a multiple of the
 model's ``alignment``), giving a canvas. Tiles of ``tile`` pixels are cut from the canvas at
@@ -277,6 +281,52 @@ class _Transform:
         return np.asarray(inverse_anscombe(y, self.params, method="exact"), dtype=np.float32)
 
 
+# ----------------------------------------------------------------------------- field edges
+#: A border row or column is collimator shadow when its mean count is below this fraction of
+#: the frame's median count (the breast-mask criterion of training/data.py, on a whole line).
+SHADOW_FRACTION = 0.02
+
+
+def field_parts(frame: np.ndarray, transform: _Transform) -> list[tuple[slice, slice]]:
+    """The rectangles of a raw frame denoised one by one: the exposed field, then the collimator
+    shadow strips along the image border (top, bottom, left, right).
+
+    From shadow (offset plus electronic noise) to open field the signal jumps ~100 noise sigma
+    in one pixel; a network sees that step rarely in training and dips on the corner pixel of
+    the field (a bright, calcification-like dot on a display; BENCHMARKS.md section 6). Denoised
+    apart, each part is reflected at its own borders as a frame is at the image's, so the
+    network never sees the step. Strips are whole border rows or columns whose mean count is
+    below ``SHADOW_FRACTION`` of the frame's median; a tilted or partial shadow stays in the
+    field, as before. Non-raw data (no Poisson-Gaussian model) and frames without such strips
+    are one part.
+    """
+    h, w = frame.shape
+    whole = [(slice(0, h), slice(0, w))]
+    if transform.kind != "anscombe" or transform.params is None or transform.params.gain <= 0:
+        return whole
+    p = transform.params
+    median_counts = (_subsample_median(frame) - p.offset) / p.gain
+    if not median_counts > 0:
+        return whole
+    limit = p.offset + p.gain * SHADOW_FRACTION * median_counts
+    row_shadow = frame.mean(axis=1, dtype=np.float64) < limit
+    col_shadow = frame.mean(axis=0, dtype=np.float64) < limit
+
+    def run(flags) -> int:  # leading shadow lines
+        lit = np.flatnonzero(~flags)
+        return int(lit[0]) if lit.size else len(flags)
+
+    top, bottom = run(row_shadow), run(row_shadow[::-1])
+    left, right = run(col_shadow), run(col_shadow[::-1])
+    r0, r1, c0, c1 = top, h - bottom, left, w - right
+    if r1 - r0 < 8 or c1 - c0 < 8 or not (top or bottom or left or right):
+        return whole
+    field = (slice(r0, r1), slice(c0, c1))
+    strips = [(slice(0, r0), slice(0, w)), (slice(r1, h), slice(0, w)),
+              (slice(r0, r1), slice(0, c0)), (slice(r0, r1), slice(c1, w))]
+    return [field] + [(a, b) for a, b in strips if a.stop > a.start and b.stop > b.start]
+
+
 # ----------------------------------------------------------------------------- the engine
 #: Pixels per block of rows when checking, normalising and inverting whole frames: bounds the
 #: float64 temporaries (~2 MB each) whatever the image size.
@@ -455,8 +505,17 @@ def denoise(image, model="default", params=None, meta=None, device="auto", tile:
             "possible", UserWarning, stacklevel=2)
 
     ov = denoiser.default_overlap if overlap is None else int(overlap)
-    per_frame = _tiles_per_frame(frames.shape[1:], tile, ov, denoiser.alignment)
-    total, done = per_frame * n, 0
+    # Each frame's map into the network's domain, fixed from the whole frame, and its parts
+    # (field_parts): known up front so that progress counts every tile.
+    plans = []
+    for k in range(n):
+        if cancel is not None and cancel():
+            raise Cancelled("denoising cancelled")
+        tr = _Transform(frames[k], denoiser.domain, frame_params[k], linear)
+        plans.append((tr, field_parts(frames[k], tr)))
+    total = sum(_tiles_per_frame((r.stop - r.start, c.stop - c.start), tile, ov, denoiser.alignment)
+                for _, parts in plans for r, c in parts)
+    done = 0
 
     def on_batch(k):
         nonlocal done
@@ -472,12 +531,11 @@ def denoise(image, model="default", params=None, meta=None, device="auto", tile:
     out = np.empty(frames.shape, dtype=np.float32)
     try:
         with _torch_settings(dev):
-            for k in range(n):
-                if cancel is not None and cancel():
-                    raise Cancelled("denoising cancelled")
-                tr = _Transform(frames[k], denoiser.domain, frame_params[k], linear)
-                denoise_frame(frames[k], tr, denoiser, dev, tile=tile, overlap=ov, batch_size=batch_size,
-                              amp=amp, on_batch=on_batch, cancel=cancel, out=out[k])
+            for k, (tr, parts) in enumerate(plans):
+                for part in parts:
+                    denoise_frame(frames[k][part], tr, denoiser, dev, tile=tile, overlap=ov,
+                                  batch_size=batch_size, amp=amp, on_batch=on_batch, cancel=cancel,
+                                  out=out[k][part])
     finally:
         denoiser.train(was_training)
     return out if stack else out[0]
