@@ -7,8 +7,10 @@ of the collimator (offset + electronic noise) in one pixel, ~100 noise sigma at 
 A denoiser that has rarely seen it can ring or dip there, and a dark dot next to the field
 corner is the kind of artefact a reader must never have to think about.
 
-Phantoms (1024², CC and MLO alternating, seeds 10 700+) at ``--dose``: the network runs on the
-whole image, as ``denoise`` does for a user; BM3D (GAT) on a 256² crop around each convex
+Phantoms (1024², CC and MLO alternating, seeds 10 700+) at ``--dose``: each network runs on the
+whole image as ``denoise`` does for a user (exposed field and collimator strips apart,
+``inference.field_parts``) and, for comparison, with field and shadow as one image (marked
+so), as ``denoise`` did before; BM3D (GAT) on a 256² crop around each convex
 corner of the exposed field (BM3D is local: the GAT is pointwise and its search window is
 small). Every pixel's error is in units of the noisy input's own noise sigma at that level,
 ``z = (out - truth) / sqrt(gain * (truth - offset) + sigma_e^2)``.
@@ -35,6 +37,21 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import common as C  # noqa: E402
 
 CROP = 256
+JOINT = " (field and shadow as one image)"
+
+
+def run_joint(denoiser, z, params):
+    """The network across the field edge: the whole frame as one part, as ``denoise`` ran it
+    before it split field and shadow (``inference.field_parts``)."""
+    import torch
+
+    from mammo_denoise.inference import _torch_settings, _Transform, denoise_frame  # noqa: PLC2701
+
+    tr = _Transform(z, denoiser.domain, params, True)
+    dev = torch.device("cpu")
+    denoiser.to(dev).to(memory_format=torch.channels_last).eval()
+    with _torch_settings(dev):
+        return denoise_frame(np.ascontiguousarray(z), tr, denoiser, dev, overlap=denoiser.default_overlap)
 
 
 def convex_corners(exposed: np.ndarray) -> list[tuple[int, int]]:
@@ -91,7 +108,7 @@ def main(argv=None):
     specs = [s for s in specs if args.allow_untrained or (s.card.get("training") or {}).get("epochs")]
     denoisers = {s.label: C.load(s) for s in specs}
     use_bm3d = not args.no_bm3d and C.have_bm3d()
-    methods = ["Noisy"] + ([C.BM3D] if use_bm3d else []) + list(denoisers)
+    methods = ["Noisy"] + ([C.BM3D] if use_bm3d else []) + [m + x for m in denoisers for x in ("", JOINT)]
     seeds = [args.seed0 + i for i in range(args.phantoms)]
     print(f"{len(seeds)} phantoms {tuple(args.phantom_shape)}, dose {args.dose}; methods {methods}; threads {threads}")
 
@@ -106,7 +123,10 @@ def main(argv=None):
         sigma = np.sqrt(np.maximum(p.gain * (truth - p.offset), 0.0) + p.electronic_sigma**2)
         dist = ndimage.distance_transform_edt(exposed)
         open_field = exposed & ~ndimage.binary_dilation(ph.mask, iterations=30)
-        whole = {m: C.run_model(den, ph.noisy, p) for m, den in denoisers.items()}
+        whole = {}
+        for m, den in denoisers.items():
+            whole[m] = C.run_model(den, ph.noisy, p)
+            whole[m + JOINT] = run_joint(den, ph.noisy, p)
         for r, c in convex_corners(exposed):
             sl = crop_around(truth.shape, r, c)
             n_corners += 1
