@@ -129,6 +129,9 @@ def test_field_parts_are_the_exposed_field_and_the_shadow_strips():
     tilted[np.triu_indices(64, 40)] = PARAMS.offset
     assert field_parts(tilted, tr) == [(slice(0, 64), slice(0, 64))]
     assert field_parts(z, _Transform(z, "intensity", None, True)) == [(slice(0, 150), slice(0, 170))]
+    # A spot view: most of the frame is shadow, the field is still found.
+    spot = _collimated(strips=(50, 45, 40, 60))
+    assert field_parts(spot, tr)[0] == (slice(50, 105), slice(40, 110))
 
 
 def test_field_and_shadow_are_denoised_apart(unet):

@@ -283,7 +283,8 @@ class _Transform:
 
 # ----------------------------------------------------------------------------- field edges
 #: A border row or column is collimator shadow when its mean count is below this fraction of
-#: the frame's median count (the breast-mask criterion of training/data.py, on a whole line).
+#: the frame's bright level (99th percentile count: the open field, even in a spot view that is
+#: mostly shadow).
 SHADOW_FRACTION = 0.02
 
 
@@ -296,8 +297,8 @@ def field_parts(frame: np.ndarray, transform: _Transform) -> list[tuple[slice, s
     the field (a bright, calcification-like dot on a display; BENCHMARKS.md section 6). Denoised
     apart, each part is reflected at its own borders as a frame is at the image's, so the
     network never sees the step. Strips are whole border rows or columns whose mean count is
-    below ``SHADOW_FRACTION`` of the frame's median; a tilted or partial shadow stays in the
-    field, as before. Non-raw data (no Poisson-Gaussian model) and frames without such strips
+    below ``SHADOW_FRACTION`` of the frame's bright level; a tilted or partial shadow stays in
+    the field, as before. Non-raw data (no Poisson-Gaussian model) and frames without such strips
     are one part.
     """
     h, w = frame.shape
@@ -305,10 +306,11 @@ def field_parts(frame: np.ndarray, transform: _Transform) -> list[tuple[slice, s
     if transform.kind != "anscombe" or transform.params is None or transform.params.gain <= 0:
         return whole
     p = transform.params
-    median_counts = (_subsample_median(frame) - p.offset) / p.gain
-    if not median_counts > 0:
+    step = max(1, math.ceil(math.sqrt(frame.size / (1 << 20))))
+    bright = (float(np.percentile(frame[::step, ::step], 99)) - p.offset) / p.gain
+    if not bright > 0:
         return whole
-    limit = p.offset + p.gain * SHADOW_FRACTION * median_counts
+    limit = p.offset + p.gain * SHADOW_FRACTION * bright
     row_shadow = frame.mean(axis=1, dtype=np.float64) < limit
     col_shadow = frame.mean(axis=0, dtype=np.float64) < limit
 
