@@ -24,14 +24,15 @@ OUT = C.ROOT / "BENCHMARKS.md"
 
 #: Sizes and rough wall time on the 2-core shared CPU (BM3D dominates).
 SIZES = {
-    "quality": "20 phantoms 1024², 512² crops, dose 0.2; 11.4 min with every row of section 1 (BM3D "
-               "~12 s/crop, the Eckert ResNet ~12 s, DnCNN ~3 s, each U-Net ~0.2 s)",
+    "quality": "20 phantoms 1024², 512² crops scored, each method run on the crop + 64 px (as on the whole "
+               "frame), dose 0.2; 13.9 min with every row of section 1 (BM3D ~14 s/window, the Eckert ResNet "
+               "~16 s, DnCNN ~4 s, each U-Net ~0.25 s)",
     "dose_sweep": "6 phantoms × 6 doses, 512² crops; ~14 min (BM3D)",
     "nps": "1024² slab; 3 phantoms × 4 realisations, 256² crops; ~2–4 min",
     "speed": "3328×2560 per model, BM3D full field once, memory at 2048², 3328×2560, 4096×3328; ~14 min "
              "(quiet machine)",
     "robustness": "10 detector settings + FOR PRESENTATION × 4 phantoms, 512² crops; ~2–4 min",
-    "field_edge": "6 phantoms 1024², 2 corner crops of 256² each; ~3 min (BM3D)",
+    "field_edge": "6 phantoms 1024², 2 corner crops of 256² each, each network with and without field_parts; ~1.5 min",
 }
 
 COMMANDS = {
@@ -341,7 +342,7 @@ def sec_field_edge(doc):
                "the shadow | open field > 20 px: std / worst |\n|---|---|---|---|\n")
     for m, r in doc["summary"].items():
         band = " / ".join(f"{r[f'edge_mean_z_d{d}']['mean']:+.2f}" for d in (1, 2, 3))
-        out.append(f"| {m} | {r['edge_max_abs_z']['mean']:.1f} σ ({r['edge_max_abs_z_worst']:.1f} σ) | {band} σ | "
+        out.append(f"| {m} | {r['edge_max_abs_z']['mean']:.2f} σ ({r['edge_max_abs_z_worst']:.2f} σ) | {band} σ | "
                    f"{r['interior_std_z']['mean']:.2f} σ / {r['interior_max_abs_z']['mean']:.2f} σ |\n")
     return "".join(out)
 
