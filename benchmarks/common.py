@@ -384,6 +384,11 @@ def parse_models(items: list[str] | None) -> list[ModelSpec]:
     return specs
 
 
+def is_trained(spec: ModelSpec) -> bool:
+    """Has the model's card a training record (random-init models are for smoke tests only)?"""
+    return bool((spec.card.get("training") or {}).get("epochs"))
+
+
 def default_model_spec(specs: list[ModelSpec], explicit: str | None = None) -> ModelSpec | None:
     """The model the bar applies to: ``explicit`` label, the installed default, else the first U-Net."""
     if explicit:
@@ -412,7 +417,7 @@ def resolve_default_model(explicit: str | None, allow_untrained: bool) -> ModelS
     (a card with epochs) unless ``allow_untrained``; exits with a message when there is none."""
     specs = discover_models() if not explicit else []
     if not allow_untrained:
-        specs = [s for s in specs if (s.card.get("training") or {}).get("epochs")]
+        specs = [s for s in specs if is_trained(s)]
     spec = default_model_spec(specs, explicit)
     if spec is None:
         raise SystemExit("no trained model found; pass --model")
@@ -449,14 +454,26 @@ def context_window(case) -> tuple[tuple[slice, slice], tuple[slice, slice]]:
     return win, (slice(r0 - a, r0 - a + h), slice(c0 - b, c0 - b + w))
 
 
+def denoise_part(denoiser, part, transform, tile=None) -> np.ndarray:
+    """One part of a frame through the network on the CPU, with the frame's ``transform``
+    (``inference._Transform``): what ``denoise`` does for each of a frame's parts."""
+    import torch
+
+    from mammo_denoise.inference import _torch_settings, denoise_frame  # noqa: PLC2701
+
+    dev = torch.device("cpu")
+    denoiser.to(dev).to(memory_format=torch.channels_last).eval()
+    with _torch_settings(dev):
+        return denoise_frame(np.ascontiguousarray(part), transform, denoiser, dev, tile=tile,
+                             overlap=denoiser.default_overlap)
+
+
 def run_model_on_case(denoiser, case, tile=None, low_whole=None) -> np.ndarray:
     """The network on the case's crop as ``denoise`` runs it on the whole low-dose frame: the
     frame's constants (the Anscombe shift is the median of the *whole* frame, as in training)
     and real image all around the crop, computed on the context window only. Equal to a
     whole-frame run on the crop up to float32 rounding."""
-    import torch
-
-    from mammo_denoise.inference import _torch_settings, _Transform, denoise_frame, field_parts  # noqa: PLC2701
+    from mammo_denoise.inference import _Transform, field_parts  # noqa: PLC2701
 
     whole = case.low_whole if low_whole is None else low_whole
     tr = _Transform(whole, denoiser.domain, case.params, True)
@@ -472,11 +489,7 @@ def run_model_on_case(denoiser, case, tile=None, low_whole=None) -> np.ndarray:
                   min(win_c.stop, field_c.stop))
     r0, c0, h, w = case.crop
     assert win_r.start <= r0 and r0 + h <= win_r.stop and win_c.start <= c0 and c0 + w <= win_c.stop
-    dev = torch.device("cpu")
-    denoiser.to(dev).to(memory_format=torch.channels_last).eval()
-    with _torch_settings(dev):
-        out = denoise_frame(np.ascontiguousarray(whole[win_r, win_c]), tr, denoiser, dev, tile=tile,
-                            overlap=denoiser.default_overlap)
+    out = denoise_part(denoiser, whole[win_r, win_c], tr, tile=tile)
     return out[r0 - win_r.start:r0 - win_r.start + h, c0 - win_c.start:c0 - win_c.start + w]
 
 

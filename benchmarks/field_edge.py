@@ -43,15 +43,9 @@ JOINT = " (field and shadow as one image)"
 def run_joint(denoiser, z, params):
     """The network across the field edge: the whole frame as one part, as ``denoise`` ran it
     before it split field and shadow (``inference.field_parts``)."""
-    import torch
+    from mammo_denoise.inference import DEFAULT_TILE, _Transform  # noqa: PLC2701
 
-    from mammo_denoise.inference import _torch_settings, _Transform, denoise_frame  # noqa: PLC2701
-
-    tr = _Transform(z, denoiser.domain, params, True)
-    dev = torch.device("cpu")
-    denoiser.to(dev).to(memory_format=torch.channels_last).eval()
-    with _torch_settings(dev):
-        return denoise_frame(np.ascontiguousarray(z), tr, denoiser, dev, overlap=denoiser.default_overlap)
+    return C.denoise_part(denoiser, z, _Transform(z, denoiser.domain, params, True), tile=DEFAULT_TILE)
 
 
 def convex_corners(exposed: np.ndarray) -> list[tuple[int, int]]:
@@ -105,7 +99,7 @@ def main(argv=None):
     started = time.perf_counter()
     threads = C.set_threads(args.threads)
     specs = C.parse_models(args.models)
-    specs = [s for s in specs if args.allow_untrained or (s.card.get("training") or {}).get("epochs")]
+    specs = [s for s in specs if args.allow_untrained or C.is_trained(s)]
     denoisers = {s.label: C.load(s) for s in specs}
     use_bm3d = not args.no_bm3d and C.have_bm3d()
     methods = ["Noisy"] + ([C.BM3D] if use_bm3d else []) + [m + x for m in denoisers for x in ("", JOINT)]

@@ -99,7 +99,7 @@ def main(argv=None):
     threads = C.set_threads(args.threads)
 
     specs = C.parse_models(args.models)
-    specs = [s for s in specs if args.allow_untrained or (s.card.get("training") or {}).get("epochs")]
+    specs = [s for s in specs if args.allow_untrained or C.is_trained(s)]
     default = C.default_model_spec(specs, args.default_model) if specs else None
     use_bm3d = not args.no_bm3d and C.have_bm3d()
     seeds = [args.seed0 + i for i in range(args.phantoms)]

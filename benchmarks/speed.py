@@ -251,7 +251,7 @@ def main(argv=None):
     threads = C.set_threads(args.threads)
     specs = C.parse_models(args.models)
     if not args.allow_untrained:
-        specs = [s for s in specs if (s.card.get("training") or {}).get("epochs")]
+        specs = [s for s in specs if C.is_trained(s)]
     tmpdir = None
     if args.timing_architectures:
         # Compute does not depend on the weights: architectures without trained weights are
