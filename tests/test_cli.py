@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import re
+import shlex
 import shutil
 import subprocess
 import sys
@@ -133,3 +135,125 @@ def test_model_summary_says_what_the_model_was_trained_on():
     card["training"] = {"data": {"phantoms": 60, "files": [], "images": 0}}
     assert card_summary(card).startswith("trained on synthetic phantoms only; ")
     assert card_summary({}) == ""
+
+
+# --------------------------------------------------------------------------- denoise, demo, train
+@pytest.fixture(scope="module")
+def low_dose(tmp_path_factory):
+    """A 20 %-dose phantom and its noise-free image at that dose."""
+    out = tmp_path_factory.mktemp("low") / "low.dcm"
+    truth = out.with_name("truth.npy")
+    assert main(["phantom", str(out), "--seed", "5", "--size", "256x192", "--dose", "0.2",
+                 "--truth", str(truth)]) == 0
+    return out, np.load(truth)
+
+
+def _psnr(image, truth):
+    from mammo_denoise.metrics import psnr
+
+    return psnr(image, truth, data_range=float(truth.max() - truth.min()))
+
+
+def test_denoise_file_writes_a_derived_image_closer_to_the_truth(low_dose, tmp_path, capsys):
+    import pydicom
+
+    src, truth = low_dose
+    dest = tmp_path / "denoised.dcm"
+    assert main(["denoise", str(src), "-o", str(dest)]) == 0
+    assert f"wrote {dest}" in capsys.readouterr().out
+    noisy, _ = read_mammogram(src)
+    denoised, meta = read_mammogram(dest)
+    assert denoised.shape == noisy.shape
+    assert _psnr(denoised, truth) > _psnr(noisy, truth) + 5.0
+    ds = pydicom.dcmread(dest)
+    assert "DERIVED" in ds.ImageType
+    assert ds.DerivationDescription.startswith("Denoised with mammo-unet")
+    assert ds.SOPInstanceUID != pydicom.dcmread(src).SOPInstanceUID
+
+
+def test_denoise_into_a_folder_names_the_result_after_the_input(low_dose, tmp_path):
+    src, _ = low_dose
+    assert main(["denoise", str(src), "-o", str(tmp_path)]) == 0
+    assert (tmp_path / "low_denoised.dcm").is_file()
+
+
+def test_denoise_refuses_to_overwrite_its_input(low_dose, tmp_path, capsys):
+    src = tmp_path / "scan.dcm"
+    shutil.copy(low_dose[0], src)
+    before = src.read_bytes()
+    assert main(["denoise", str(src), "-o", str(src)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err == f"mammo-denoise denoise: error: {src}: the output would overwrite this input; choose another -o"
+    assert src.read_bytes() == before
+
+
+def test_denoise_folder_mirrors_the_tree_and_skips_bad_files(low_dose, tmp_path, capsys):
+    root = tmp_path / "in"
+    (root / "left").mkdir(parents=True)
+    shutil.copy(low_dose[0], root / "a.dcm")
+    shutil.copy(low_dose[0], root / "left" / "b.dcm")
+    (root / "notes.txt").write_text("not an image")
+    out = tmp_path / "out"
+    assert main(["denoise", str(root), "-o", str(out)]) == 2
+    assert sorted(p.relative_to(out).as_posix() for p in out.rglob("*.dcm")) == \
+        ["a_denoised.dcm", "left/b_denoised.dcm"]
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 2
+    assert err[0].startswith(f"mammo-denoise denoise: skipped {root / 'notes.txt'}: ")
+    assert err[1] == "mammo-denoise denoise: 1 of 3 files failed (see above)"
+
+
+def test_denoise_again_into_a_folder_inside_the_input_skips_its_own_results(low_dose, tmp_path):
+    root = tmp_path / "study"
+    root.mkdir()
+    shutil.copy(low_dose[0], root / "cc.dcm")
+    for _ in range(2):
+        assert main(["denoise", str(root), "-o", str(root / "denoised")]) == 0
+    assert sorted(p.relative_to(root).as_posix() for p in root.rglob("*.dcm")) == \
+        ["cc.dcm", "denoised/cc_denoised.dcm"]
+
+
+def test_torchrun_ranks_share_a_folder(low_dose, tmp_path, monkeypatch):
+    root = tmp_path / "in"
+    root.mkdir()
+    for name in ("a", "b", "c"):
+        shutil.copy(low_dose[0], root / f"{name}.dcm")
+    written = []
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    for rank in (0, 1):
+        monkeypatch.setenv("RANK", str(rank))
+        out = tmp_path / f"rank{rank}"
+        assert main(["denoise", str(root), "-o", str(out), "--quiet"]) == 0
+        written.append(sorted(p.name for p in out.glob("*.dcm")))
+    assert written == [["a_denoised.dcm", "c_denoised.dcm"], ["b_denoised.dcm"]]
+
+
+def test_simulate_dose_refuses_to_overwrite_its_input(phantom_file, tmp_path):
+    src = tmp_path / "scan.dcm"
+    shutil.copy(phantom_file, src)
+    result = run_cli("simulate-dose", str(src), "-o", str(src), "--dose", "0.5")
+    assert result.returncode == 2
+    assert result.stderr.strip().endswith("the output would overwrite this input; choose another -o")
+
+
+def test_demo_writes_dicom_and_pngs_and_reports_an_improvement(tmp_path, capsys):
+    out = tmp_path / "demo"
+    assert main(["demo", str(out), "--size", "384x288"]) == 0
+    for name in ("noisy.dcm", "denoised.dcm", "noisy.png", "denoised.png", "difference.png", "comparison.png"):
+        assert (out / name).stat().st_size > 0, name
+    line = next(ln for ln in capsys.readouterr().out.splitlines() if ln.startswith("PSNR"))
+    noisy_db, denoised_db = map(float, re.match(r"PSNR in the breast: noisy (\S+) dB -> denoised (\S+) dB", line).groups())
+    assert denoised_db > noisy_db + 5.0
+
+
+def test_train_cli_writes_a_model_whose_card_records_the_command(tmp_path, capsys):
+    from mammo_denoise.models import load_model
+
+    out = tmp_path / "tiny model.safetensors"
+    argv = ["train", "--out", str(out), "--phantoms", "2", "--phantom-size", "128x128", "--epochs", "1",
+            "--iters-per-epoch", "2", "--patch", "32", "--batch-size", "2", "--seed", "3"]
+    assert main(argv) == 0
+    card = load_model(out).card
+    assert card["training"]["command"] == "mammo-denoise train --out " + shlex.quote(str(out)) + " " + \
+        " ".join(argv[3:])
+    assert card["training"]["seed"] == 3 and card["training"]["patch"] == 32

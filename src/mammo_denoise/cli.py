@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shlex
 import sys
 import time
 from pathlib import Path
@@ -62,24 +63,58 @@ def _positive_int(text: str) -> int:
     return value
 
 
-def _dicom_inputs(path: Path) -> list[Path]:
-    """The DICOM files a command should process: the file itself, or a folder's files in order."""
+def _dicom_inputs(path: Path, output: Path | None = None) -> list[Path]:
+    """The DICOM files a command should process: the file itself, or a folder's files in order.
+
+    Files under ``output`` are left out when it lies inside the input folder, so that running a
+    command again does not take its own results as inputs.
+    """
     if not path.exists():
         raise MammoDenoiseError("no such file or folder", path=path)
     if path.is_file():
         return [path]
-    files = sorted(p for p in path.rglob("*") if p.is_file() and not p.name.startswith("."))
+    out = output.resolve() if output is not None else None
+    files = sorted(p for p in path.rglob("*") if p.is_file() and not p.name.startswith(".")
+                   and not (out is not None and out in p.resolve().parents))
     if not files:
         raise MammoDenoiseError("folder contains no files", path=path)
     return files
 
 
 def _output_for(src: Path, inputs_root: Path, out: Path, suffix: str) -> Path:
-    """Where a derived file goes: OUT itself for one file, else a mirror of the input tree."""
+    """Where a derived file goes: OUT itself for one file (inside it when it is a folder), else
+    a mirror of the input tree.
+
+    Never the input itself: a derived image must not replace the original it came from.
+    """
     if inputs_root.is_file():
-        return out
-    rel = src.relative_to(inputs_root)
-    return (out / rel).with_name(f"{rel.stem}{suffix}.dcm")
+        dest = out / f"{src.stem}{suffix}.dcm" if out.is_dir() else out
+    else:
+        rel = src.relative_to(inputs_root)
+        dest = (out / rel).with_name(f"{rel.stem}{suffix}.dcm")
+    if dest.exists() and dest.resolve() == src.resolve():
+        raise MammoDenoiseError("the output would overwrite this input; choose another -o", path=src)
+    return dest
+
+
+def _each_file(command: str, root: Path, files: list[Path], work) -> int:
+    """``work(src)`` for every file. In a folder a file that fails is reported on one line
+    naming it and skipped, and the others go on; the exit status is 2 if any failed. A single
+    file's error propagates as usual."""
+    failed = 0
+    for src in files:
+        try:
+            work(src)
+        except MammoDenoiseError as err:
+            if root.is_file():
+                raise
+            failed += 1
+            text = str(err) if err.path else f"{src}: {err}"
+            print(f"mammo-denoise {command}: skipped {text}", file=sys.stderr)
+    if failed:
+        print(f"mammo-denoise {command}: {failed} of {len(files)} files failed (see above)", file=sys.stderr)
+        return EXIT_USER_ERROR
+    return 0
 
 
 class _Progress:
@@ -139,18 +174,20 @@ def cmd_simulate_dose(args) -> int:
     from mammo_denoise.physics.dose import simulate_dose
 
     rng = np.random.default_rng(args.seed)
-    root = Path(args.input)
-    for src in _dicom_inputs(root):
+    root, output = Path(args.input), Path(args.output)
+
+    def work(src):
         image, meta = read_mammogram(src)
         params = _noise_params_for(image, meta, args)
         low = simulate_dose(image, args.dose, params, method=args.method, rng=rng)
-        dest = _output_for(src, root, Path(args.output), f"_dose{round(100 * args.dose)}")
+        dest = _output_for(src, root, output, f"_dose{round(100 * args.dose)}")
         dest.parent.mkdir(parents=True, exist_ok=True)
         write_derived(low, meta, dest, description=(
             f"Simulated dose reduction to {100 * args.dose:g} % ({args.method} method, seed {args.seed}); "
             f"noise params offset {params.offset:.1f} gain {params.gain:.3f} sigma_e {params.electronic_sigma:.2f}"))
         print(f"wrote {dest}")
-    return 0
+
+    return _each_file(args.command, root, _dicom_inputs(root, output), work)
 
 
 def cmd_noise_params(args) -> int:
@@ -158,7 +195,9 @@ def cmd_noise_params(args) -> int:
     from mammo_denoise.physics.noise import estimate_noise_params
 
     results = []
-    for src in _dicom_inputs(Path(args.input)):
+    root = Path(args.input)
+
+    def work(src):
         image, meta = read_mammogram(src)
         params = estimate_noise_params(image, method=args.method)
         results.append({"file": str(src), **params.to_dict(), "linear": meta.is_linear})
@@ -166,9 +205,11 @@ def cmd_noise_params(args) -> int:
             note = "" if meta.is_linear else "  (not linear raw data: the Poisson-Gaussian model does not hold)"
             print(f"{src}: offset {params.offset:.2f}  gain {params.gain:.4f}  "
                   f"electronic_sigma {params.electronic_sigma:.3f}{note}")
-    if args.json:
-        print(json.dumps(results[0] if len(results) == 1 else results, indent=2))
-    return 0
+
+    status = _each_file(args.command, root, _dicom_inputs(root), work)
+    if args.json and results:
+        print(json.dumps(results[0] if root.is_file() else results, indent=2))
+    return status
 
 
 def _distributed_share(files: list[Path]) -> list[Path]:
@@ -184,20 +225,21 @@ def cmd_denoise(args) -> int:
     from mammo_denoise.models import load_model
 
     model = load_model(args.model, device=None)
-    root = Path(args.input)
-    files = _distributed_share(_dicom_inputs(root))
+    root, output = Path(args.input), Path(args.output)
     show = not args.quiet and sys.stderr.isatty() or args.progress
-    for src in files:
+
+    def work(src):
         image, meta = read_mammogram(src)
+        dest = _output_for(src, root, output, "_denoised")
         t0 = time.perf_counter()
         result = denoise(image, model=model, meta=meta, device=args.device, tile=args.tile or DEFAULT_TILE,
                          overlap=args.overlap, batch_size=args.batch_size,
                          progress=_Progress(src.name, show))
-        dest = _output_for(src, root, Path(args.output), "_denoised")
         dest.parent.mkdir(parents=True, exist_ok=True)
         write_derived(result, meta, dest, description=f"Denoised with {model.name} (mammo-denoise {__version__})")
         print(f"wrote {dest} ({time.perf_counter() - t0:.1f} s)")
-    return 0
+
+    return _each_file(args.command, root, _distributed_share(_dicom_inputs(root, output)), work)
 
 
 def cmd_demo(args) -> int:
@@ -251,7 +293,7 @@ def cmd_train(args) -> int:
         boundary_fraction=args.boundary_fraction,
         time_budget_s=None if args.time_budget is None else 60.0 * args.time_budget,
         noise_model=args.noise_model, seed=args.seed, device=args.device, out=args.out,
-        name=args.name, resume=args.resume, command="mammo-denoise " + " ".join(sys.argv[1:]),
+        name=args.name, resume=args.resume, command="mammo-denoise " + shlex.join(args.argv),
         **dose_kw)
     print(describe(config))
 
@@ -422,6 +464,7 @@ def _noise_options(p):
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
+    args.argv = list(sys.argv[1:] if argv is None else argv)  # recorded in model cards
     try:
         return args.func(args)
     except MammoDenoiseError as err:
