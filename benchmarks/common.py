@@ -323,6 +323,8 @@ class ModelSpec:
             "noise_model": self.card.get("noise_model"), "domain": self.card.get("domain"),
             "dose_range": self.card.get("dose_range"), "parameter_count": self.card.get("parameter_count"),
             "training_command": tr.get("command"), "epochs": tr.get("epochs"),
+            "patches_seen": tr.get("patches_seen"), "training_s": tr.get("time_s"),
+            "training_device": tr.get("device"),
             "training_seed": tr.get("seed"), "training_phantoms": (tr.get("data") or {}).get("phantoms"),
             "sha256": self.card.get("sha256"),
         }

@@ -93,15 +93,24 @@ def pending(name):
             "then `python benchmarks/report.py`.\n")
 
 
+def training_budget(m) -> str:
+    """How much training a model had: patches seen and time, so an untrained row is obvious."""
+    if m.get("patches_seen") is None:
+        return ""
+    t = m.get("training_s") or 0.0
+    when = f"{t / 3600:.1f} h" if t >= 3600 else f"{t / 60:.0f} min"
+    return f"{m['patches_seen']:,} patches, {when} {m.get('training_device') or ''}".rstrip()
+
+
 def models_table(models):
     if not models:
         return ""
-    lines = ["| label | architecture | sha256 | noise model | dose range | epochs | training command |",
-             "|---|---|---|---|---|---|---|"]
+    lines = ["| label | architecture | sha256 | noise model | dose range | epochs | training | training command |",
+             "|---|---|---|---|---|---|---|---|"]
     for m in models:
         cmd = (m.get("training_command") or "").replace("|", "\\|")
         lines.append(f"| {m['label']} | {m['architecture']} | `{(m.get('sha256') or '')[:10]}` | {m.get('noise_model')} | "
-                     f"{m.get('dose_range')} | {m.get('epochs')} | `{cmd[:160]}` |")
+                     f"{m.get('dose_range')} | {m.get('epochs')} | {training_budget(m)} | `{cmd[:160]}` |")
     return "\n".join(lines) + "\n"
 
 
