@@ -23,6 +23,10 @@ mean hides, and their CNR says whether a method that shrinks their contrast stil
 more visible than the noisy input does.
 sigma_image is measured after removing a least-squares plane from the window
 (``metrics.flat_region_sigma``), so it is the noise, not the slow anatomy.
+
+(c) The strength trade-off: the default model and BM3D at ``--strengths`` below 1
+(``inference.apply_strength``: ``noisy + s * (denoised - noisy)``), computed from the same
+outputs, to show what calcification contrast costs in PSNR for each.
 """
 
 from __future__ import annotations
@@ -37,8 +41,14 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import common as C  # noqa: E402
 
+from mammo_denoise.inference import apply_strength  # noqa: E402
+
 
 CALC_SIZE_CLASSES = {"0.1-0.2 mm": (0.0, 0.2), "0.2-0.5 mm": (0.2, np.inf)}
+
+
+def strength_label(method: str, strength: float) -> str:
+    return f"{method} at strength {strength:g}"
 
 
 def calc_by_size(rows_method, rows_truth) -> dict:
@@ -94,6 +104,8 @@ def main(argv=None):
     ap.add_argument("--examples", type=int, default=1, help="phantoms drawn as PNG panels")
     ap.add_argument("--name", default="quality", help="result file stem")
     ap.add_argument("--allow-untrained", action="store_true", help="smoke tests only")
+    ap.add_argument("--strengths", type=float, nargs="*", default=[0.9, 0.8, 0.7],
+                    help="strengths below 1 scored for the default model and BM3D (section (c))")
     args = ap.parse_args(argv)
     started = time.perf_counter()
     threads = C.set_threads(args.threads)
@@ -110,7 +122,9 @@ def main(argv=None):
 
     methods = ["Noisy", C.GAUSSIAN] + ([C.BM3D] if use_bm3d else []) + list(denoisers)
     refs = ["Truth (noise-free)", "Full dose (mapped to low-dose level)"]
-    per = {m: [] for m in refs + methods}
+    blend_bases = [m for m in (default.label if default else None, C.BM3D if use_bm3d else None) if m]
+    blends = [strength_label(m, st) for m in blend_bases for st in args.strengths]
+    per = {m: [] for m in refs + methods + blends}
     times = {m: [] for m in methods}
     examples = []
     tile = args.tile or None
@@ -124,7 +138,11 @@ def main(argv=None):
             out = C.denoise_case(m, case, denoisers.get(m), tile=tile)
             times[m].append(t())
             outs[m] = out
-        for m, out in outs.items():
+        scored = dict(outs)
+        for m in blend_bases:
+            for st in args.strengths:
+                scored[strength_label(m, st)] = apply_strength(outs["Noisy"], outs[m], st)
+        for m, out in scored.items():
             s = score(out, case, tc, fc)
             s["seed"] = seed
             s["n_calcs"] = len(case.calcs)
@@ -179,6 +197,7 @@ def main(argv=None):
         "seed_disjoint": seed_check,
         "methods": methods,
         "references": refs,
+        "strengths": {"values": list(args.strengths), "methods": blend_bases, "labels": blends},
         "summary": summary,
         "bar": bar,
         "seed_table1": {k: list(v) for k, v in C.SEED_TABLE1.items()},

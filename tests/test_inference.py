@@ -218,3 +218,72 @@ def test_devices_threads_modes_and_paths(unet, tmp_path):
     assert unet.training and torch.get_num_threads() == threads
     path = save_model(unet, tmp_path / "u")
     np.testing.assert_array_equal(denoise(z, path, params=PARAMS, device="cpu", tile=None), ref)
+
+
+# ----------------------------------------------------------------------------- strength
+def test_strength_keeps_its_share_of_the_noise_and_of_the_contrast():
+    from mammo_denoise.inference import apply_strength
+
+    rng = np.random.default_rng(7)
+    truth = np.full((256, 256), 1000.0, np.float32)
+    truth[100:104, 100:104] += 60.0  # a faint bright detail the "denoiser" below lost
+    noisy = (truth + rng.normal(0.0, 20.0, truth.shape)).astype(np.float32)
+    denoised = np.full_like(truth, 1000.0)
+    for s in (0.0, 0.3, 0.8):
+        out = apply_strength(noisy, denoised, s)
+        assert out.dtype == np.float32
+        flat = out[150:, 150:] - truth[150:, 150:]
+        assert flat.std() == pytest.approx((1.0 - s) * 20.0, rel=0.03)
+        assert abs(flat.mean()) < 0.1
+        detail = out[100:104, 100:104].mean() - out[150:, 150:].mean()
+        assert detail == pytest.approx((1.0 - s) * (noisy[100:104, 100:104].mean() - 1000.0), abs=0.5)
+    np.testing.assert_array_equal(apply_strength(noisy, denoised, 1.0), denoised)
+    np.testing.assert_array_equal(apply_strength(noisy.astype(np.uint16), denoised, 0.0),
+                                  noisy.astype(np.uint16).astype(np.float32))
+
+
+@pytest.mark.parametrize("strength, message", [
+    (1.5, "strength must be between 0 and 1, got 1.5"),
+    (float("nan"), "strength must be between 0 and 1, got nan"),
+])
+def test_strength_out_of_range_is_refused(strength, message):
+    from mammo_denoise.inference import apply_strength
+
+    with pytest.raises(MammoDenoiseError) as err:
+        apply_strength(np.zeros((4, 4)), np.zeros((4, 4)), strength)
+    assert str(err.value) == message
+    with pytest.raises(MammoDenoiseError, match=r"noisy image \(4, 4\) and denoised image \(4, 5\) differ in shape"):
+        apply_strength(np.zeros((4, 4)), np.zeros((4, 5)), 0.5)
+
+
+# ----------------------------------------------------------------------------- high-passed input
+def test_highpassed_input_is_level_free_and_tiles_stay_seamless():
+    from mammo_denoise.models.denoiser import gaussian_lowpass
+
+    den = make_denoiser("unet", seed=3, input_highpass=4.0)
+    plain = make_denoiser("unet", seed=3)
+    assert den.receptive_radius == plain.receptive_radius + 12
+    assert den.default_overlap > plain.default_overlap
+    y = torch.from_numpy(np.random.default_rng(2).normal(0.0, 1.0, (1, 1, 64, 80)).astype(np.float32))
+    with torch.no_grad():
+        # the network sees no signal level: a constant added to the input comes straight through
+        for d, same in ((den, True), (plain, False)):
+            moved = d.denoise_anscombe(y + 25.0) - 25.0
+            assert torch.allclose(moved, d.denoise_anscombe(y), atol=1e-4) is same
+        flat = gaussian_lowpass(torch.full((1, 1, 16, 16), 3.0), 4.0)  # borders reflected, too
+        assert torch.allclose(flat, torch.full_like(flat, 3.0))
+    z = _raw((203, 317))
+    whole = denoise(z, den, params=PARAMS, device="cpu", tile=None)
+    tiled = denoise(z, den, params=PARAMS, device="cpu", tile=128, batch_size=3)
+    assert np.abs(tiled - whole).max() < 1e-4 * float(np.ptp(whole))
+
+
+def test_highpassed_input_needs_a_residual_network_and_survives_saving(tmp_path):
+    from mammo_denoise.models import load_model
+
+    with pytest.raises(MammoDenoiseError, match="input_highpass needs a network that predicts the noise; 'cae'"):
+        make_denoiser("cae", input_highpass=4.0)
+    den = make_denoiser("dncnn", seed=0, input_highpass=2.5)
+    path = save_model(den, tmp_path / "hp.safetensors")
+    assert load_model(path).highpass_sigma == 2.5
+    assert "input_highpass" not in make_denoiser("dncnn", seed=0).card

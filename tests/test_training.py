@@ -65,6 +65,7 @@ def assert_same(a: dict, b: dict):
     ({"images": [(np.zeros((8, 8)), "not params")]}, "NoiseParams"),
     ({"device": "tpu"}, "device"),
     ({"calc_weight": -1.0}, "calc_weight must be >= 0"),
+    ({"input_highpass": -2.0}, "input_highpass must be a number of pixels >= 0"),
 ])
 def test_config_rejects_bad_values_with_a_plain_message(kw, words):
     with pytest.raises(MammoDenoiseError, match="training configuration") as info:
@@ -307,6 +308,15 @@ def test_calcification_weight_trains_is_recorded_and_binds_a_resume(tmp_path):
     # A different weight is a different objective: the checkpoint does not continue it.
     with pytest.raises(MammoDenoiseError, match="different training configuration"):
         train(tiny(tmp_path, phantom_shape=(192, 192), patch=32, calc_weight=2.0, epochs=3, resume=True))
+
+
+def test_input_highpass_goes_into_the_model_and_binds_a_resume(tmp_path):
+    from mammo_denoise.models import load_model
+
+    path = train(tiny(tmp_path, input_highpass=3.0))
+    assert load_model(path).highpass_sigma == 3.0
+    with pytest.raises(MammoDenoiseError, match="different training configuration"):
+        train(tiny(tmp_path, epochs=3, resume=True))
 
 
 def test_same_seed_same_weights_and_other_seed_differs(tmp_path):

@@ -31,6 +31,16 @@ def _fraction(text: str) -> float:
     return value
 
 
+def _strength(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
+    if not 0.0 <= value <= 1.0:
+        raise argparse.ArgumentTypeError(f"strength must be between 0 and 1, got {text}")
+    return value
+
+
 def _arch_option(text: str) -> tuple[str, int | float | str]:
     key, sep, value = text.partition("=")
     if not sep or not key.strip():
@@ -220,7 +230,7 @@ def _distributed_share(files: list[Path]) -> list[Path]:
 
 
 def cmd_denoise(args) -> int:
-    from mammo_denoise.inference import DEFAULT_TILE, denoise
+    from mammo_denoise.inference import DEFAULT_TILE, apply_strength, denoise
     from mammo_denoise.io import read_mammogram, write_derived
     from mammo_denoise.models import load_model
 
@@ -235,8 +245,13 @@ def cmd_denoise(args) -> int:
         result = denoise(image, model=model, meta=meta, device=args.device, tile=args.tile or DEFAULT_TILE,
                          overlap=args.overlap, batch_size=args.batch_size,
                          progress=_Progress(src.name, show))
+        strength = ""
+        if args.strength < 1.0:
+            result = apply_strength(image, result, args.strength)
+            strength = f" at strength {args.strength:g}"
         dest.parent.mkdir(parents=True, exist_ok=True)
-        write_derived(result, meta, dest, description=f"Denoised with {model.name} (mammo-denoise {__version__})")
+        write_derived(result, meta, dest,
+                      description=f"Denoised with {model.name}{strength} (mammo-denoise {__version__})")
         print(f"wrote {dest} ({time.perf_counter() - t0:.1f} s)")
 
     return _each_file(args.command, root, _distributed_share(_dicom_inputs(root, output)), work)
@@ -290,7 +305,7 @@ def cmd_train(args) -> int:
         phantoms=args.phantoms, phantom_shape=args.phantom_size, epochs=args.epochs, iters_per_epoch=args.iters_per_epoch,
         patch=args.patch, batch_size=args.batch_size, lr=args.lr, lr_schedule=args.lr_schedule,
         patience=args.patience, loss=args.loss, calc_weight=args.calc_weight,
-        boundary_fraction=args.boundary_fraction,
+        boundary_fraction=args.boundary_fraction, input_highpass=args.input_highpass,
         time_budget_s=None if args.time_budget is None else 60.0 * args.time_budget,
         noise_model=args.noise_model, seed=args.seed, device=args.device, out=args.out,
         name=args.name, resume=args.resume, command="mammo-denoise " + shlex.join(args.argv),
@@ -385,6 +400,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="largest tile side in pixels (default: mammo_denoise.inference.DEFAULT_TILE, 1024)")
     p.add_argument("--overlap", type=_positive_int, default=None, help="tile overlap in pixels")
     p.add_argument("--batch-size", type=_positive_int, default=None, help="tiles per batch")
+    p.add_argument("--strength", type=_strength, default=1.0, metavar="S",
+                   help="denoising strength in [0, 1] (default 1): the result is noisy + S * "
+                        "(denoised - noisy), keeping 1 - S of the noise and of the contrast lost")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.add_argument("--progress", action="store_true", help="progress bar even when not a terminal")
     p.set_defaults(func=cmd_denoise)
@@ -433,6 +451,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--boundary-fraction", type=float, default=0.05, metavar="F",
                    help="fraction of patches on the edge of the exposed field, the collimator "
                         "shadow (default 0.05)")
+    p.add_argument("--input-highpass", type=float, default=0.0, metavar="SIGMA",
+                   help="the network sees its input minus a Gaussian low-pass of SIGMA pixels "
+                        "(fresh residual networks; helps the seeds' BatchNorm networks; default 0: off)")
     p.add_argument("--noise-model", choices=["poisson-gaussian", "gaussian-saltpepper"],
                    default="poisson-gaussian")
     p.add_argument("--seed", type=int, default=0)

@@ -463,7 +463,8 @@ def denoise(image, model="default", params=None, meta=None, device="auto", tile:
         smallest aligned size that needs no more tiles.
     overlap : pixels shared by neighbouring tiles; None: the model's ``default_overlap``, for
         which tiled output equals whole-image output (72 for the default U-Net).
-    batch_size : tiles per forward pass; None: 2 on CPU, 8 on a GPU.
+    batch_size : tiles per forward pass; None: ``DEFAULT_BATCH_CPU`` (1) on CPU,
+        ``DEFAULT_BATCH_GPU`` (2) on a GPU.
     progress : ``progress(done, total)`` in tiles, called after each batch.
     cancel : called before each batch; True raises ``Cancelled("denoising cancelled")``.
     amp : half precision (fp16 autocast) on CUDA.
@@ -541,3 +542,24 @@ def denoise(image, model="default", params=None, meta=None, device="auto", tile:
     finally:
         denoiser.train(was_training)
     return out if stack else out[0]
+
+
+def apply_strength(noisy, denoised, strength: float) -> np.ndarray:
+    """The denoised image at a chosen strength: ``noisy + strength * (denoised - noisy)``, float32.
+
+    ``strength`` 1 is the network's estimate, 0 the input. In between, ``1 - strength`` of the
+    input's noise is kept (its standard deviation scales by that factor) and every feature's
+    contrast moves by the same fraction back toward the input's: the smallest calcifications,
+    which a denoiser shrinks most, regain contrast together with some grain (BENCHMARKS.md,
+    section 1, "strength"). For readers who find a fully denoised image too smooth; a linear
+    blend adds no structure of its own.
+    """
+    s = float(strength)
+    if not 0.0 <= s <= 1.0:
+        raise MammoDenoiseError(f"strength must be between 0 and 1, got {strength!r}")
+    noisy, denoised = np.asarray(noisy), np.asarray(denoised)
+    if noisy.shape != denoised.shape:
+        raise MammoDenoiseError(f"noisy image {noisy.shape} and denoised image {denoised.shape} differ in shape")
+    out = np.multiply(denoised, s, dtype=np.float32)
+    out += np.multiply(noisy, 1.0 - s, dtype=np.float32)
+    return out

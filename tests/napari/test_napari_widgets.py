@@ -88,6 +88,37 @@ def test_denoise_adds_layer(make_napari_viewer, qtbot, phantom, model_dir):
     assert w.last_layer is out
 
 
+def test_denoise_strength_applies_live_to_the_last_result(make_napari_viewer, qtbot, phantom, model_dir):
+    from mammo_denoise.napari._widgets.denoise import DenoiseWidget
+
+    viewer = make_napari_viewer()
+    src = add_phantom(viewer, phantom, name="L CC")
+    w = DenoiseWidget(viewer)
+    w.refresh_models()
+    w.settings.model, w.settings.device, w.settings.tile = "tiny", "cpu", 128
+    w.settings.strength = 60  # set before the run: the first result is already at 60 %
+    w.layer_combo.layer = src
+    w.run()
+    wait_idle(qtbot, w)
+    out = viewer.layers["L CC denoised"]
+    at_60 = np.array(out.data)
+    noisy = np.asarray(src.data, np.float32)
+    assert w.strength_spin.value() == 60
+    assert out.metadata["derivation"].endswith("at strength 60 %")
+    w.strength_spin.setValue(100)  # the spin box drives the setting, the setting the layer
+    full = np.array(out.data)
+    assert not out.metadata["derivation"].endswith("%")
+    np.testing.assert_allclose(at_60, noisy + 0.6 * (full - noisy), rtol=1e-6, atol=1e-3)
+    assert np.abs(full - noisy).mean() > 1.0
+    w.settings.strength = 0
+    np.testing.assert_allclose(out.data, noisy, rtol=1e-6, atol=1e-3)
+    w.settings.strength = 100
+    np.testing.assert_array_equal(out.data, full)  # the full-strength output is kept, not rebuilt
+    viewer.layers.remove(out)
+    w.settings.strength = 50  # no layer left to update: nothing happens, nothing raises
+    assert "L CC denoised" not in viewer.layers
+
+
 def test_denoise_stack_frame_by_frame_with_its_own_noise_fit(make_napari_viewer, qtbot, phantom,
                                                              model_dir):
     from mammo_denoise.inference import denoise

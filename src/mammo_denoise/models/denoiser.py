@@ -38,6 +38,14 @@ class Denoiser(nn.Module):
 
     Inputs whose height or width is not a multiple of ``alignment`` (the product of the network's
     pooling factors) are reflect-padded and cropped back.
+
+    ``card["input_highpass"]`` (pixels, residual networks only; absent or 0: off) subtracts a
+    Gaussian low-pass of that sigma from ``x`` before the network. In the Anscombe domain the
+    noise is the same at every signal level, so a network that predicts it needs no local level;
+    but a mammogram's level varies ~30 times more than its noise from one patch to the next, and
+    networks with BatchNorm after a ReLU stem (the seeds' ResNet, DnCNN) then normalise mostly
+    that level away and learn the noise slowly. The low-pass reaches ``ceil(3 sigma)`` pixels
+    further, which ``receptive_radius`` includes so tiles stay seamless.
     """
 
     def __init__(self, net: nn.Module, card: dict):
@@ -66,9 +74,13 @@ class Denoiser(nn.Module):
         return int(getattr(self.net, "alignment", 1))
 
     @property
+    def highpass_sigma(self) -> float:
+        return float(self.card.get("input_highpass") or 0.0)
+
+    @property
     def receptive_radius(self) -> int:
         """Upper bound of how far (pixels) one output pixel sees; 64 when the network doesn't say."""
-        return int(getattr(self.net, "receptive_radius", 64))
+        return int(getattr(self.net, "receptive_radius", 64)) + _lowpass_radius(self.highpass_sigma)
 
     @property
     def default_overlap(self) -> int:
@@ -94,6 +106,8 @@ class Denoiser(nn.Module):
             raise MammoDenoiseError(f"Denoiser expects a (B, 1, H, W) batch, got shape {tuple(y.shape)}")
         scale = self.input_scale
         x = (y - shift) / scale
+        if self.highpass_sigma > 0:
+            x = x - gaussian_lowpass(x, self.highpass_sigma)
         h, w = x.shape[-2:]
         a = self.alignment
         pad_h, pad_w = (-h) % a, (-w) % a
@@ -106,13 +120,33 @@ class Denoiser(nn.Module):
         return shift + scale * out
 
 
+def _lowpass_radius(sigma: float) -> int:
+    return math.ceil(3.0 * sigma) if sigma > 0 else 0
+
+
+def gaussian_lowpass(x: torch.Tensor, sigma: float) -> torch.Tensor:
+    """Separable Gaussian blur of a ``(B, 1, H, W)`` batch, kernel radius ``ceil(3 sigma)``,
+    reflected at the borders (replicated where the input is too small to reflect)."""
+    r = _lowpass_radius(sigma)
+    t = torch.arange(-r, r + 1, dtype=torch.float64)
+    k = torch.exp(-0.5 * (t / sigma) ** 2)
+    k = (k / k.sum()).to(device=x.device, dtype=x.dtype)
+    h, w = x.shape[-2:]
+    mode = "reflect" if r < h and r < w else "replicate"
+    x = F.pad(x, (r, r, r, r), mode=mode)
+    x = F.conv2d(x, k.view(1, 1, 1, -1))
+    return F.conv2d(x, k.view(1, 1, -1, 1))
+
+
 def make_denoiser(architecture: str, *, name: str | None = None, domain: str | None = None,
-                  input_scale: float | None = None, seed: int | None = None, **arch_kwargs) -> Denoiser:
+                  input_scale: float | None = None, input_highpass: float = 0.0, seed: int | None = None,
+                  **arch_kwargs) -> Denoiser:
     """A randomly initialised ``Denoiser`` for ``architecture`` with a default model card.
 
     ``domain`` defaults to ``"anscombe"`` (``"intensity"`` for ``cae``, the second seed's recipe);
-    ``input_scale`` to 10 in the Anscombe domain and 1 in the intensity domain. ``seed`` makes
-    the initialisation reproducible without touching the global torch RNG.
+    ``input_scale`` to 10 in the Anscombe domain and 1 in the intensity domain;
+    ``input_highpass`` (pixels, residual networks) see ``Denoiser``. ``seed`` makes the
+    initialisation reproducible without touching the global torch RNG.
     """
     from mammo_denoise.models.architectures import DEFAULT_DOMAIN, build_model, count_parameters
 
@@ -123,6 +157,8 @@ def make_denoiser(architecture: str, *, name: str | None = None, domain: str | N
         input_scale = ANSCOMBE_INPUT_SCALE if domain == "anscombe" else 1.0
     if not (math.isfinite(input_scale) and input_scale > 0):
         raise MammoDenoiseError(f"input_scale must be a positive number, got {input_scale!r}")
+    if not (math.isfinite(input_highpass) and input_highpass >= 0):
+        raise MammoDenoiseError(f"input_highpass must be a number of pixels >= 0, got {input_highpass!r}")
     if seed is None:
         net = build_model(architecture, **arch_kwargs)
     else:
@@ -143,4 +179,9 @@ def make_denoiser(architecture: str, *, name: str | None = None, domain: str | N
         "metrics": {},
         "version": CARD_VERSION,
     }
+    if input_highpass > 0:
+        if not card["residual"]:
+            raise MammoDenoiseError(f"input_highpass needs a network that predicts the noise; {architecture!r} "
+                                    "predicts the clean image")
+        card["input_highpass"] = float(input_highpass)
     return Denoiser(net, card)

@@ -73,6 +73,7 @@ class DenoiseSettings:
     tile: int = 1024  # inference.DEFAULT_TILE (not imported: this module stays torch-free)
     overlap: int = -1  # -1: the model's seamless default
     batch_size: int = 0  # 0: the core's choice (1 on CPU, 2 on a GPU)
+    strength: int = 100  # percent: inference.apply_strength, applied live to the last result
 
 
 @evented

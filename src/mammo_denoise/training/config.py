@@ -47,6 +47,11 @@ class TrainConfig:
     the background; the weight trades a little fidelity elsewhere for keeping their contrast.
     Images without known calcifications (DICOM files, in-memory images) are unaffected.
 
+    ``input_highpass`` (pixels, fresh residual networks; 0: off) makes the network see its input
+    minus a Gaussian low-pass of that sigma (``models.Denoiser``): for the BatchNorm networks of
+    the seeds, which otherwise spend their first thousands of steps on the signal level. A
+    fine-tuned model (``init``) keeps its own setting.
+
     Patches: most are centred in the breast; ``edge_fraction`` of them anywhere in the image
     (background, skin line) and ``boundary_fraction`` on the edge of the exposed field (the
     collimator shadow), the sharpest step in a detector image, which uniform draws almost
@@ -77,6 +82,7 @@ class TrainConfig:
     lr_schedule: str = "constant"
     loss: str = "mse+ssim"
     calc_weight: float = 0.0
+    input_highpass: float = 0.0
     val_fraction: float = 0.2
     val_patches: int = 64
     edge_fraction: float = 0.1
@@ -158,6 +164,9 @@ class TrainConfig:
         if not float(self.calc_weight) >= 0.0:
             _err(f"calc_weight must be >= 0, got {self.calc_weight!r}")
         self.calc_weight = float(self.calc_weight)
+        if not float(self.input_highpass) >= 0.0:
+            _err(f"input_highpass must be a number of pixels >= 0, got {self.input_highpass!r}")
+        self.input_highpass = float(self.input_highpass)
         if not 0.0 <= float(self.val_fraction) < 1.0:
             _err(f"val_fraction must be in [0, 1), got {self.val_fraction!r}")
         for name in ("edge_fraction", "boundary_fraction"):
@@ -237,6 +246,7 @@ class TrainConfig:
             # Added later: present only when set, so earlier checkpoints still resume.
             **({"calc_weight": self.calc_weight} if self.calc_weight else {}),
             **({"boundary_fraction": self.boundary_fraction} if self.boundary_fraction else {}),
+            **({"input_highpass": self.input_highpass} if self.input_highpass else {}),
         }
 
 

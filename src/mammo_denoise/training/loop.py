@@ -173,7 +173,7 @@ def _make_model(config: TrainConfig):
     else:
         # Seeded so that the fresh initialisation is the same on every rank and every run.
         den = make_denoiser(config.architecture, domain=domain, seed=config.seed,
-                            **config.arch_kwargs)
+                            input_highpass=config.input_highpass, **config.arch_kwargs)
     den.card["name"] = config.resolved_name()
     den.card["noise_model"] = config.noise_model
     return den

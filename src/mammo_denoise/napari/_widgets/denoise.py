@@ -21,7 +21,7 @@ from qtpy.QtWidgets import (
 )
 from superqt import QCollapsible
 
-from .._layers import META_KEY, PARAMS_KEY, add_image, derived_kwargs
+from .._layers import DERIVATION_KEY, META_KEY, PARAMS_KEY, add_image, derived_kwargs
 from .._state import MODELS, DenoiseSettings, default_model_name
 from .._workers import Progress, iterate_progress
 from ._bind import bind
@@ -41,9 +41,12 @@ def model_summary(info) -> str:
 
 class DenoiseWidget(QWidget):
     """Public attributes: ``settings`` (DenoiseSettings: model, device, tile, overlap,
-    batch_size), ``layer_combo`` (``.layer``), ``model_combo``, ``progress_bar``, ``worker``
-    (the running worker or None), ``last_layer`` (the layer the last run added);
+    batch_size, strength), ``layer_combo`` (``.layer``), ``model_combo``, ``progress_bar``,
+    ``worker`` (the running worker or None), ``last_layer`` (the layer the last run added);
     handlers: ``refresh_models()``, ``run()`` -> worker, ``cancel()``.
+
+    Strength (percent) applies to the last result as it changes, from the network's full-strength
+    output kept here: no rerun, and going back to 100 % gives that output exactly.
     """
 
     def __init__(self, napari_viewer: napari.Viewer, parent=None):
@@ -52,6 +55,7 @@ class DenoiseWidget(QWidget):
         self.settings = DenoiseSettings()
         self.worker = None
         self.last_layer = None
+        self._last_run = None  # (source layer, result layer, noisy input, full-strength output, derivation)
         self._cancel = threading.Event()
 
         self.layer_combo = LayerCombo(napari_viewer)
@@ -67,6 +71,14 @@ class DenoiseWidget(QWidget):
         self.model_info.setWordWrap(True)
         self.device_combo = QComboBox()
         self.device_combo.addItems(DEVICES)
+        self.strength_spin = QSpinBox()
+        self.strength_spin.setRange(0, 100)
+        self.strength_spin.setSingleStep(5)
+        self.strength_spin.setSuffix(" %")
+        self.strength_spin.setToolTip(
+            "100 %: the network's estimate. Lower keeps that share of the input's noise and of the "
+            "contrast the network removed (faint calcifications come back with some grain); "
+            "applies to the last result at once")
 
         self.tile_spin = QSpinBox()
         self.tile_spin.setRange(64, 4096)
@@ -105,6 +117,7 @@ class DenoiseWidget(QWidget):
         form.addRow("model", model_row)
         form.addRow("", self.model_info)
         form.addRow("device", self.device_combo)
+        form.addRow("strength", self.strength_spin)
         layout = QVBoxLayout(self)
         layout.addLayout(form)
         layout.addWidget(self.advanced)
@@ -118,6 +131,8 @@ class DenoiseWidget(QWidget):
         bind(self.overlap_spin, self.settings, "overlap")
         bind(self.batch_spin, self.settings, "batch_size")
         bind(self.device_combo, self.settings, "device")
+        bind(self.strength_spin, self.settings, "strength")
+        self.settings.events.strength.connect(self._apply_strength)
         MODELS.changed.connect(self._on_models_changed)
         self.refresh_models(rescan=False)
         bind(self.model_combo, self.settings, "model")
@@ -210,7 +225,7 @@ class DenoiseWidget(QWidget):
                 )
 
             out = yield from iterate_progress(call)
-            return np.asarray(out, dtype=np.float32), p
+            return np.asarray(out, dtype=np.float32), data, p
 
         worker = work()
         worker.yielded.connect(self._on_progress)
@@ -241,23 +256,49 @@ class DenoiseWidget(QWidget):
     def _on_returned(self, layer, model, result):
         if self._cancel.is_set():
             return  # cancelled after the last tile: still no partial/unwanted layer
-        out, params = result
+        full, noisy, params = result
         name = f"{layer.name} denoised"
         derivation = f"denoised with model '{model}' (napari-mammo-denoise)"
         try:
+            out, text = self._at_strength(noisy, full, derivation)
             if name in self.viewer.layers and self.viewer.layers[name].metadata.get(
                 "source_layer"
             ) == layer.name:
                 target = self.viewer.layers[name]
                 target.data = out
-                target.metadata.update(derived_kwargs(layer, name, derivation, params)["metadata"])
+                target.metadata.update(derived_kwargs(layer, name, text, params)["metadata"])
             else:
-                target = add_image(self.viewer, out, derived_kwargs(layer, name, derivation, params))
+                target = add_image(self.viewer, out, derived_kwargs(layer, name, text, params))
             target.metadata["model"] = model
             if params is not None:
                 layer.metadata.setdefault(PARAMS_KEY, params)
             self.last_layer = target
+            self._last_run = (layer, target, noisy, full, derivation)
             self.status.setText(f"added '{target.name}'")
+        except Exception as exc:  # noqa: BLE001
+            report_error(exc, "Denoise")
+
+    def _at_strength(self, noisy, full, derivation):
+        """The result at the current strength, and the derivation text that says so."""
+        from mammo_denoise.inference import apply_strength
+
+        percent = int(self.settings.strength)
+        if percent >= 100:
+            return full, derivation
+        return apply_strength(noisy, full, percent / 100.0), f"{derivation} at strength {percent} %"
+
+    def _apply_strength(self, *_):
+        if self._last_run is None:
+            return
+        source, target, noisy, full, derivation = self._last_run
+        if target not in self.viewer.layers:  # deleted by the user: nothing to update
+            self._last_run = None
+            return
+        try:
+            out, text = self._at_strength(noisy, full, derivation)
+            target.data = out
+            chain = derived_kwargs(source, target.name, text)["metadata"][DERIVATION_KEY]
+            target.metadata[DERIVATION_KEY] = chain
         except Exception as exc:  # noqa: BLE001
             report_error(exc, "Denoise")
 
