@@ -317,6 +317,8 @@ def test_input_highpass_goes_into_the_model_and_binds_a_resume(tmp_path):
     assert load_model(path).highpass_sigma == 3.0
     with pytest.raises(MammoDenoiseError, match="different training configuration"):
         train(tiny(tmp_path, epochs=3, resume=True))
+    with pytest.raises(MammoDenoiseError, match="a model keeps the input it was trained on"):
+        train(tiny(tmp_path / "ft", init=str(path), input_highpass=5.0))
 
 
 def test_same_seed_same_weights_and_other_seed_differs(tmp_path):

@@ -170,6 +170,11 @@ def _make_model(config: TrainConfig):
                 f"cannot fine-tune {config.init} (a model for the {den.domain} domain) with "
                 f"noise_model={config.noise_model!r}, which trains in the {domain} domain"
             )
+        if config.input_highpass and config.input_highpass != den.highpass_sigma:
+            raise MammoDenoiseError(
+                f"cannot fine-tune {config.init} with input_highpass={config.input_highpass:g}: a model "
+                f"keeps the input it was trained on (its card says {den.highpass_sigma:g})"
+            )
     else:
         # Seeded so that the fresh initialisation is the same on every rank and every run.
         den = make_denoiser(config.architecture, domain=domain, seed=config.seed,
