@@ -15,13 +15,22 @@ CARD_FIELDS = {"name", "architecture", "arch_kwargs", "parameter_count", "residu
                "sha256"}
 
 
-def test_default_model_ships_with_a_complete_card():
-    shipped = {m.name: m for m in list_models() if m.source == "shipped"}
-    assert DEFAULT_MODEL in shipped
-    card = shipped[DEFAULT_MODEL].card
+SHIPPED = sorted(m.name for m in list_models() if m.source == "shipped")
+
+
+def test_the_default_model_ships():
+    assert DEFAULT_MODEL in SHIPPED
+
+
+@pytest.mark.parametrize("name", SHIPPED)
+def test_shipped_models_have_a_complete_card_and_held_out_numbers(name):
+    card = next(m for m in list_models() if m.name == name).card
     assert CARD_FIELDS <= card.keys()
     assert {"command", "patches_seen", "time_s", "seed"} <= card["training"].keys()
-    model = load_model("default")  # verifies the sha256 of the weights against the card
+    held = card["metrics"]["held_out"]
+    assert held["phantoms"] >= 20 and held["dose"] == 0.2
+    assert held["psnr_minus_bm3d_db"] == pytest.approx(held["psnr_db"] - held["bm3d_psnr_db"], abs=2e-3)
+    model = load_model(name)  # verifies the sha256 of the weights against the card
     assert sum(p.numel() for p in model.parameters()) == card["parameter_count"]
 
 
