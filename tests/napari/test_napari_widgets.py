@@ -114,6 +114,18 @@ def test_denoise_strength_applies_live_to_the_last_result(make_napari_viewer, qt
     np.testing.assert_allclose(out.data, noisy, rtol=1e-6, atol=1e-3)
     w.settings.strength = 100
     np.testing.assert_array_equal(out.data, full)  # the full-strength output is kept, not rebuilt
+
+    from mammo_denoise.napari._widgets.compare import CompareWidget
+
+    c = CompareWidget(viewer)
+    c.noisy_combo.layer = "L CC"
+    diff = c.difference()
+    limits = tuple(diff.contrast_limits)
+    w.settings.strength = 50  # the difference follows the result; its colour scale does not
+    np.testing.assert_allclose(diff.data, 0.5 * (noisy - full), rtol=1e-5, atol=1e-2)
+    assert tuple(diff.contrast_limits) == limits
+    viewer.layers.remove(diff)
+    w.settings.strength = 100  # the difference is gone: nothing to follow, nothing raises
     viewer.layers.remove(out)
     w.settings.strength = 50  # no layer left to update: nothing happens, nothing raises
     assert "L CC denoised" not in viewer.layers

@@ -94,6 +94,7 @@ class CompareWidget(QWidget):
         self.k_sigma = 3.0
         self.nps_curves: dict = {}
         self.region: tuple[int, int, int, int] | None = None
+        self._followed = None  # (denoised layer, its data-event callback)
 
         self.noisy_combo = LayerCombo(napari_viewer)
         self.denoised_combo = LayerCombo(napari_viewer)
@@ -190,8 +191,30 @@ class CompareWidget(QWidget):
             layer.metadata.update(kwargs["metadata"])
         else:
             layer = add_image(self.viewer, diff, kwargs)
+        self._follow(noisy, denoised, layer)
         self.status.setText(f"difference: ±{limits[1]:.3g} DN shown ({self.k_sigma:g} robust σ)")
         return layer
+
+    def _follow(self, noisy, denoised, diff_layer):
+        """Keep the difference equal to noisy − denoised while the denoised layer changes (its
+        strength, a rerun). Colours stay as first scaled, so a smaller difference looks smaller."""
+        self._unfollow()
+
+        def update(*_):
+            layers = self.viewer.layers
+            if not all(x in layers for x in (noisy, denoised, diff_layer)):
+                self._unfollow()
+            elif np.shape(noisy.data) == np.shape(denoised.data):
+                diff_layer.data = np.asarray(noisy.data, np.float32) - np.asarray(denoised.data, np.float32)
+
+        denoised.events.data.connect(update)
+        self._followed = (denoised, update)
+
+    def _unfollow(self):
+        if self._followed is not None:
+            layer, callback = self._followed
+            layer.events.data.disconnect(callback)
+            self._followed = None
 
     def side_by_side(self, enabled: bool | None = None) -> bool:
         """Grid view on/off (``None`` toggles); returns the new state."""
