@@ -279,3 +279,13 @@ def test_denoise_strength_out_of_range_is_rejected_by_the_parser(low_dose, tmp_p
     result = run_cli("denoise", str(low_dose[0]), "-o", str(tmp_path / "x.dcm"), "--strength", "2")
     assert result.returncode == 2
     assert "strength must be between 0 and 1, got 2" in result.stderr
+
+
+def test_an_output_that_cannot_be_written_is_one_line_naming_it(low_dose, tmp_path):
+    blocker = tmp_path / "file"
+    blocker.write_text("a file where a folder should be")
+    dest = blocker / "denoised.dcm"
+    result = run_cli("denoise", str(low_dose[0]), "-o", str(dest), "--quiet")
+    assert result.returncode == 2
+    assert "Traceback" not in result.stderr and str(blocker) in result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1

@@ -115,11 +115,11 @@ def _each_file(command: str, root: Path, files: list[Path], work) -> int:
     for src in files:
         try:
             work(src)
-        except MammoDenoiseError as err:
+        except (MammoDenoiseError, OSError) as err:  # a bad file, or one that cannot be written
             if root.is_file():
                 raise
             failed += 1
-            text = str(err) if err.path else f"{src}: {err}"
+            text = str(err) if getattr(err, "path", None) or getattr(err, "filename", None) else f"{src}: {err}"
             print(f"mammo-denoise {command}: skipped {text}", file=sys.stderr)
     if failed:
         print(f"mammo-denoise {command}: {failed} of {len(files)} files failed (see above)", file=sys.stderr)
@@ -488,7 +488,7 @@ def main(argv: list[str] | None = None) -> int:
     args.argv = list(sys.argv[1:] if argv is None else argv)  # recorded in model cards
     try:
         return args.func(args)
-    except MammoDenoiseError as err:
+    except (MammoDenoiseError, OSError) as err:
         print(f"mammo-denoise {args.command}: error: {err}", file=sys.stderr)
         return EXIT_USER_ERROR
     except KeyboardInterrupt:
