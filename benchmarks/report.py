@@ -165,8 +165,9 @@ def sec_quality(doc):
         out.append("| method | strength | PSNR [dB] | SSIM | σ_image | calc. contrast / truth | "
                    + " | ".join(f"contrast {k}" for k in sizes) + f" | CNR {next(iter(sizes))} |\n")
         out.append("|---|---|---|---|---|---|" + "---|" * (len(sizes) + 1) + "\n")
+        labels = iter(st["labels"])  # quality.py's strength_label(method, value), method by method
         for m in st["methods"]:
-            for value, label in [(1.0, m)] + [(x, f"{m} at strength {x:g}") for x in st["values"]]:
+            for value, label in [(1.0, m)] + [(x, next(labels)) for x in st["values"]]:
                 r = summ[label]
                 by = r["calc_by_size"]
                 out.append(f"| {m} | {value:g} | {ms(r['psnr'])} | {ms(r['ssim'], 3)} | "

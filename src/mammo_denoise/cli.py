@@ -21,21 +21,23 @@ EXIT_USER_ERROR = 2
 
 
 # --------------------------------------------------------------------------- parsing helpers
-def _fraction(text: str) -> float:
+def _number(text: str) -> float:
     try:
-        value = float(text)
+        return float(text)
     except ValueError:
         raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
+
+
+def _fraction(text: str) -> float:
+    value = _number(text)
     if not 0.0 < value <= 1.0:
         raise argparse.ArgumentTypeError(f"dose fraction must be in (0, 1], got {text}")
     return value
 
 
 def _strength(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
+    # Checked here as well as in apply_strength: a bad value must fail before any file is denoised.
+    value = _number(text)
     if not 0.0 <= value <= 1.0:
         raise argparse.ArgumentTypeError(f"strength must be between 0 and 1, got {text}")
     return value
