@@ -435,6 +435,20 @@ def test_finetune_from_init_and_domain_check(tmp_path, monkeypatch):
         train(tiny(tmp_path / "bad", init=base, noise_model="gaussian-saltpepper"))
 
 
+def test_finetuning_keeps_the_models_own_architecture(tmp_path):
+    base = train(tiny(tmp_path / "base", epochs=1))
+    # Left out, architecture and options come from the model; the log line names the model.
+    ft = train(tiny(tmp_path / "ft", epochs=1, init=base, architecture=None, arch_kwargs={}))
+    assert json.loads(ft.with_suffix(".json").read_text())["arch_kwargs"] == TINY_NET
+    assert describe(TrainConfig(init=base)).startswith(f"(from {base}) on 16 phantoms")
+    assert describe(TrainConfig()).startswith("unet (fresh) on")
+    # Given and different, they are an error instead of being silently ignored.
+    with pytest.raises(MammoDenoiseError, match=f"cannot fine-tune {base} as a dncnn: it is a unet"):
+        train(tiny(tmp_path / "bad", init=base, architecture="dncnn"))
+    with pytest.raises(MammoDenoiseError, match="cannot fine-tune .* with architecture options {'base': 4}"):
+        train(tiny(tmp_path / "bad", init=base, arch_kwargs={"base": 4}))
+
+
 def test_gaussian_saltpepper_training_writes_an_intensity_model(tmp_path):
     path = train(tiny(tmp_path, epochs=1, noise_model="gaussian-saltpepper", loss="mse"))
     card = json.loads(path.with_suffix(".json").read_text())

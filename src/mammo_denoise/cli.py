@@ -427,7 +427,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("data", nargs="*", metavar="DATA", help="DICOM files or folders of full-dose images")
     p.add_argument("--out", required=True, type=Path, metavar="WEIGHTS", help="output .safetensors path")
     p.add_argument("--name", default=None, help="model name for the card (default: file stem)")
-    p.add_argument("--architecture", default="unet", choices=["unet", "eckert-resnet", "dncnn", "cae"])
+    p.add_argument("--architecture", choices=["unet", "eckert-resnet", "dncnn", "cae"],
+                   help="network to train from scratch (default: unet); with --init the model's own")
     p.add_argument("--arch-option", type=_arch_option, action="append", default=[], metavar="KEY=VALUE",
                    help="architecture argument, repeatable (e.g. --arch-option depth=4 --arch-option base=12)")
     p.add_argument("--init", default=None, metavar="MODEL", help="start from this model (fine-tuning)")

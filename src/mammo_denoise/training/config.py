@@ -31,6 +31,9 @@ def _err(message: str):
 class TrainConfig:
     """A training (or fine-tuning) run.
 
+    Network: ``architecture`` (with ``arch_kwargs``) for a fresh one, "unet" when None; with
+    ``init`` the model's own, so a different one given is an error rather than ignored.
+
     Data: ``phantoms`` generated phantoms (``None``: 16 when no ``paths``/``images`` are given,
     else none), ``paths`` of full-dose FOR PROCESSING DICOM files or folders (the full-dose
     image is the reference, as in the first seed), and ``images``: in-memory ``(array,
@@ -62,7 +65,7 @@ class TrainConfig:
     ``<out without suffix>.ckpt`` (safetensors format, no pickle).
     """
 
-    architecture: str = "unet"
+    architecture: str | None = None
     arch_kwargs: dict[str, Any] = field(default_factory=dict)
     init: str | Path | None = None
     phantoms: int | None = None
@@ -101,7 +104,7 @@ class TrainConfig:
     command: str | None = None
 
     def __post_init__(self):
-        if not isinstance(self.architecture, str) or not self.architecture:
+        if self.architecture is not None and (not isinstance(self.architecture, str) or not self.architecture):
             _err(f"architecture must be a model architecture name, got {self.architecture!r}")
         if not isinstance(self.arch_kwargs, dict):
             _err("arch_kwargs must be a dict")
@@ -201,6 +204,11 @@ class TrainConfig:
         """The (low, high) dose fractions drawn from; equal for a fixed dose."""
         return self.dose_range if self.dose_range is not None else (self.dose, self.dose)
 
+    @property
+    def fresh_architecture(self) -> str:
+        """The architecture a run without ``init`` builds."""
+        return self.architecture or "unet"
+
     def resolved_name(self) -> str:
         # save_model names a model after its file, so an explicit ``out`` decides the name.
         if self.out is not None:
@@ -209,7 +217,7 @@ class TrainConfig:
             return self.name
         if self.init is not None:
             return f"{Path(str(self.init)).stem}-finetuned"
-        return f"{self.architecture}-custom"
+        return f"{self.fresh_architecture}-custom"
 
     def resolved_out(self) -> Path:
         if self.out is not None:
@@ -227,7 +235,7 @@ class TrainConfig:
     def fingerprint(self) -> dict:
         """Settings a resumed run must share with the checkpoint it continues (epochs may grow)."""
         return {
-            "architecture": self.architecture,
+            "architecture": self.architecture or "unet",  # as checkpoints written before None existed
             "arch_kwargs": self.arch_kwargs,
             "init": None if self.init is None else str(self.init),
             "phantoms": self.phantoms,
@@ -283,9 +291,12 @@ def describe(config: TrainConfig) -> str:
     dose = f"dose {a:g}" if a == b else f"dose {a:g}-{b:g}"
     if config.noise_model != "poisson-gaussian":
         dose = "seed Gaussian+salt-and-pepper noise"
-    start = "fresh" if config.init is None else f"from {config.init}"
+    if config.init is None:
+        start = f"{config.fresh_architecture} (fresh)"
+    else:
+        start = f"{config.architecture + ' ' if config.architecture else ''}(from {config.init})"
     return (
-        f"{config.architecture} ({start}) on {' + '.join(data)}; {dose}; "
+        f"{start} on {' + '.join(data)}; {dose}; "
         f"patch {config.patch} x batch {config.batch_size}; "
         f"{config.epochs} epochs x {config.iters_per_epoch} it; lr {config.lr:g}; {config.loss}"
         f"{f' (calcifications x{1 + config.calc_weight:g})' if config.calc_weight else ''}; "

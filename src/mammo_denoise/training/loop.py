@@ -170,6 +170,17 @@ def _make_model(config: TrainConfig):
                 f"cannot fine-tune {config.init} (a model for the {den.domain} domain) with "
                 f"noise_model={config.noise_model!r}, which trains in the {domain} domain"
             )
+        card_arch = den.card.get("architecture")
+        if config.architecture and config.architecture != card_arch:
+            raise MammoDenoiseError(
+                f"cannot fine-tune {config.init} as a {config.architecture}: it is a {card_arch} "
+                "(leave out the architecture to keep the model's own)"
+            )
+        if config.arch_kwargs and config.arch_kwargs != den.card.get("arch_kwargs", {}):
+            raise MammoDenoiseError(
+                f"cannot fine-tune {config.init} with architecture options {config.arch_kwargs}: "
+                f"its card says {den.card.get('arch_kwargs', {})} (leave them out to keep the model's own)"
+            )
         if config.input_highpass and config.input_highpass != den.highpass_sigma:
             raise MammoDenoiseError(
                 f"cannot fine-tune {config.init} with input_highpass={config.input_highpass:g}: a model "
@@ -177,7 +188,7 @@ def _make_model(config: TrainConfig):
             )
     else:
         # Seeded so that the fresh initialisation is the same on every rank and every run.
-        den = make_denoiser(config.architecture, domain=domain, seed=config.seed,
+        den = make_denoiser(config.fresh_architecture, domain=domain, seed=config.seed,
                             input_highpass=config.input_highpass, **config.arch_kwargs)
     den.card["name"] = config.resolved_name()
     den.card["noise_model"] = config.noise_model

@@ -299,7 +299,7 @@ class FinetuneWidget(QWidget):
             if info is not None and getattr(info, "path", None):
                 init = str(info.path)
         kw.update(
-            architecture=s.architecture or "unet",
+            architecture=None if init is not None else (s.architecture or "unet"),
             init=init,
             epochs=int(s.epochs),
             iters_per_epoch=int(s.iters_per_epoch),
