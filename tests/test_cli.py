@@ -134,6 +134,10 @@ def test_model_summary_says_what_the_model_was_trained_on():
     assert card_summary(card).startswith("trained on 3 images, from mammo-unet; dose 0.1-0.5; ")
     card["training"] = {"data": {"phantoms": 60, "files": [], "images": 0}}
     assert card_summary(card).startswith("trained on synthetic phantoms only; ")
+    # Fine-tuned on two images after phantom training: the stages say both, and no "from".
+    card["training"]["stages"] = [{"data": {"phantoms": 60}, "init": None},
+                                  {"data": {"files": ["a.dcm", "b.dcm"]}, "init": "/tmp/x.safetensors"}]
+    assert card_summary(card).startswith("trained on synthetic phantoms and 2 images; dose")
     assert card_summary({}) == ""
 
 

@@ -435,6 +435,23 @@ def test_finetune_from_init_and_domain_check(tmp_path, monkeypatch):
         train(tiny(tmp_path / "bad", init=base, noise_model="gaussian-saltpepper"))
 
 
+def test_finetuned_card_keeps_the_lineage_of_its_init(tmp_path):
+    base = train(tiny(tmp_path / "base", epochs=1, seed=1))
+    once = train(tiny(tmp_path / "once", epochs=1, init=base, seed=2))
+    twice = train(tiny(tmp_path / "twice", epochs=2, init=once, seed=3))
+    cards = [json.loads(p.with_suffix(".json").read_text())["training"] for p in (base, once, twice)]
+    stages = cards[2]["stages"]
+    assert [s["stage"] for s in stages] == [1, 2, 3]
+    assert [s["seed"] for s in stages] == [1, 2, 3]
+    assert [s["init"] for s in stages] == [None, str(base), str(once)]
+    assert all("history" not in s for s in stages) and len(cards[2]["history"]) == 2
+    # Totals over the stages; each stage keeps its own run's numbers.
+    per_epoch = 3 * 2  # iters_per_epoch x batch_size of tiny()
+    assert [s["patches_seen"] for s in stages] == [per_epoch, per_epoch, 2 * per_epoch]
+    assert cards[2]["patches_seen"] == 4 * per_epoch and cards[1]["patches_seen"] == 2 * per_epoch
+    assert cards[2]["time_s"] == pytest.approx(sum(s["time_s"] for s in stages), abs=0.11)
+
+
 def test_finetuning_keeps_the_models_own_architecture(tmp_path):
     base = train(tiny(tmp_path / "base", epochs=1))
     # Left out, architecture and options come from the model; the log line names the model.

@@ -100,18 +100,20 @@ def card_summary(card: dict) -> str:
     held-out benchmark numbers when the card has them (else the validation PSNR)."""
     parts = []
     training = card.get("training") or {}
-    data = training.get("data") or {}
-    n_images = len(data.get("files") or []) + int(data.get("images") or 0)
-    if data.get("phantoms") and n_images:
+    # A fine-tuned model's card lists every run that made it (``stages``, oldest first): the
+    # data is all of theirs, and only a first stage that started from elsewhere has an init.
+    stages = training.get("stages") or [training]
+    datas = [s.get("data") or {} for s in stages]
+    phantoms = any(d.get("phantoms") for d in datas)
+    files = {f for d in datas for f in (d.get("files") or [])}
+    n_images = len(files) + sum(int(d.get("images") or 0) for d in datas)
+    if phantoms and n_images:
         parts.append(f"trained on synthetic phantoms and {n_images} images")
-    elif data.get("phantoms"):
+    elif phantoms:
         parts.append("trained on synthetic phantoms only")
     elif n_images:
         parts.append(f"trained on {n_images} images")
-    # A card composed of stages starts where its first stage did; later stages' inits are
-    # the intermediate files.
-    stages = training.get("stages") or []
-    init = stages[0].get("init") if stages else training.get("init")
+    init = stages[0].get("init")
     if init:
         parts[-1:] = [", ".join(parts[-1:] + [f"from {Path(str(init)).stem}"])]
     if card.get("dose_range"):

@@ -538,6 +538,8 @@ def _write_model(den, config, out, state, noisy_psnr, held_out, dctx, device,
         "patches_seen": state["patches_seen"],
         "history": state["history"],
     }
+    if config.init is not None:
+        training = _with_lineage(training, den.card.get("training"))
     metrics = {
         "val_psnr": state["best_val_psnr"],
         "val_loss": state["best_val_loss"],
@@ -554,6 +556,24 @@ def _write_model(den, config, out, state, noisy_psnr, held_out, dctx, device,
         metrics=_jsonable(metrics),
     )
     den.to(device)
+
+
+def _with_lineage(training: dict, init_training: dict | None) -> dict:
+    """``training`` with ``stages``: the runs that made the init model, oldest first, then this one.
+
+    A fine-tuned model's card then still says what the model it started from was trained on
+    and how. ``time_s`` and ``patches_seen`` become the totals over the stages (what the weights
+    cost); each stage keeps its own, without its per-epoch history.
+    """
+    if not isinstance(init_training, dict) or not init_training:
+        return training
+    earlier = init_training.get("stages") or [
+        {"stage": 1, **{k: v for k, v in init_training.items() if k != "history"}}]
+    this = {k: v for k, v in training.items() if k != "history"}
+    stages = [*earlier, {"stage": len(earlier) + 1, **this}]
+    return {**training, "stages": stages,
+            "time_s": round(sum(float(s.get("time_s") or 0.0) for s in stages), 1),
+            "patches_seen": sum(int(s.get("patches_seen") or 0) for s in stages)}
 
 
 def _jsonable(obj):
