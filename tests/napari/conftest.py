@@ -96,3 +96,13 @@ def notes():
     notification_manager.notification_ready.connect(collect)
     yield seen
     notification_manager.notification_ready.disconnect(collect)
+
+
+@pytest.fixture(autouse=True)
+def _settings_file(tmp_path_factory, monkeypatch):
+    """Widgets remember their settings (napari/_persist.py): never the user's file in tests."""
+    from mammo_denoise.napari._persist import CONFIG_DIR_ENV
+
+    folder = tmp_path_factory.mktemp("config")
+    monkeypatch.setenv(CONFIG_DIR_ENV, str(folder))
+    return folder / "napari-settings.json"

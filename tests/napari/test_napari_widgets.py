@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import pytest
 
@@ -280,6 +282,17 @@ def test_dose_preview_and_full_resolution(make_napari_viewer, qtbot, phantom):
     assert out.metadata["noise_params"] == phantom.params
 
 
+def test_dose_widget_without_an_image_says_nothing_until_asked(make_napari_viewer, qtbot, notes):
+    from mammo_denoise.napari._widgets.dose import DoseWidget
+
+    w = DoseWidget(make_napari_viewer())
+    w.settings.fraction = 0.5  # the slider's timed preview: nothing to preview, nothing to say
+    qtbot.wait(200)
+    assert errors(notes) == []
+    w.estimate()  # an explicit action still asks for an image
+    assert len(errors(notes)) == 1 and "choose an image layer first" in errors(notes)[0]
+
+
 def test_preview_window_is_the_visible_region_when_zoomed_in():
     from mammo_denoise.napari._widgets.dose import preview_window
 
@@ -433,3 +446,41 @@ def test_finetune_bad_settings_notify(make_napari_viewer, phantom, model_dir, no
     assert any("exists already" in m for m in msgs)
     assert any("model name" in m for m in msgs)
     assert any("tick at least one" in m for m in msgs)
+
+
+# -- settings remembered between sessions ----------------------------------------------------------
+def test_widget_settings_are_remembered_between_sessions(make_napari_viewer, model_dir, _settings_file):
+    from mammo_denoise.napari._widgets.denoise import DenoiseWidget
+    from mammo_denoise.napari._widgets.dose import DoseWidget
+    from mammo_denoise.napari._widgets.finetune import FinetuneWidget
+
+    viewer = make_napari_viewer()
+    w, d, f = DenoiseWidget(viewer), DoseWidget(viewer), FinetuneWidget(viewer)
+    w.tile_spin.setValue(512)
+    w.settings.device = "cpu"
+    w.settings.strength = 70
+    d.settings.method = "binomial"
+    d.settings.gain = 3.0
+    f.settings.epochs = 7
+    f.settings.folder = "/data/curated"
+    f.settings.name = "mine"
+
+    # A new session: the choices made once are back, in the settings and on screen ...
+    w2, d2, f2 = DenoiseWidget(viewer), DoseWidget(viewer), FinetuneWidget(viewer)
+    assert (w2.settings.tile, w2.tile_spin.value(), w2.settings.device) == (512, 512, "cpu")
+    assert d2.settings.method == d2.method_combo.currentText() == "binomial"
+    assert (f2.settings.epochs, f2.settings.folder) == (7, "/data/curated")
+    # ... what belongs to one image or one reading is not.
+    assert w2.settings.strength == 100 and d2.settings.gain == 1.0 and f2.settings.name == "finetuned"
+
+
+@pytest.mark.parametrize("text", ["not json", '["a list"]', '{"denoise": {"tile": "big", "device": "cpu"}}'])
+def test_a_broken_settings_file_is_ignored(make_napari_viewer, model_dir, _settings_file, text):
+    from mammo_denoise.napari._widgets.denoise import DenoiseWidget
+
+    _settings_file.write_text(text)
+    w = DenoiseWidget(make_napari_viewer())
+    assert w.settings.tile == 1024  # a value of the wrong type is dropped, the others kept
+    assert w.settings.device == ("cpu" if "device" in text else "auto")
+    w.settings.tile = 768  # and the next change writes a good file
+    assert json.loads(_settings_file.read_text())["denoise"]["tile"] == 768

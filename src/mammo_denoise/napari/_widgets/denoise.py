@@ -22,6 +22,7 @@ from qtpy.QtWidgets import (
 from superqt import QCollapsible
 
 from .._layers import DERIVATION_KEY, META_KEY, PARAMS_KEY, add_image, derived_kwargs
+from .._persist import remember
 from .._state import MODELS, DenoiseSettings, default_model_name
 from .._workers import Progress, iterate_progress
 from ._bind import bind
@@ -53,6 +54,7 @@ class DenoiseWidget(QWidget):
         super().__init__(parent)
         self.viewer = napari_viewer
         self.settings = DenoiseSettings()
+        remember(self.settings, "denoise", skip=("strength",))
         self.worker = None
         self.last_layer = None
         self._last_run = None  # (source layer, result layer, noisy input, full-strength output, derivation)

@@ -27,6 +27,7 @@ from qtpy.QtWidgets import (
 )
 
 from .._layers import PARAMS_KEY, add_image, derived_kwargs
+from .._persist import remember
 from .._state import DoseSettings
 from ._bind import bind
 from ._common import LayerCombo, report_error
@@ -80,6 +81,7 @@ class DoseWidget(QWidget):
         super().__init__(parent)
         self.viewer = napari_viewer
         self.settings = DoseSettings()
+        remember(self.settings, "dose", skip=("offset", "gain", "electronic_sigma"))
         self.fit = None
         self.preview_layer = None
         self.result_layer = None
@@ -247,7 +249,10 @@ class DoseWidget(QWidget):
             pass
 
     def _timed_preview(self):
-        if self.worker is None:  # a full-resolution result is on its way: no stale preview
+        # Slider moves preview what there is: without an image there is nothing to say (the
+        # explicit actions still ask for one). While a full-resolution result is on its way,
+        # no stale preview.
+        if self.worker is None and self.layer_combo.layer is not None:
             self.preview()
 
     def preview(self, fraction: float | None = None):

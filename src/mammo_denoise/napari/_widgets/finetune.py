@@ -31,6 +31,7 @@ from qtpy.QtWidgets import (
 )
 
 from .._layers import PARAMS_KEY
+from .._persist import remember
 from .._state import MODELS, FinetuneSettings, default_model_name
 from .._workers import Progress, iterate_progress
 from ._bind import bind
@@ -64,6 +65,7 @@ class FinetuneWidget(QWidget):
         super().__init__(parent)
         self.viewer = napari_viewer
         self.settings = FinetuneSettings()
+        remember(self.settings, "finetune", skip=("name",))
         self.extra_config: dict = {}
         self.worker = None
         self.saved_path: Path | None = None
@@ -152,7 +154,8 @@ class FinetuneWidget(QWidget):
         bind(self.lr_spin, self.settings, "lr")
         bind(self.seed_spin, self.settings, "seed")
         bind(self.name_edit, self.settings, "name")
-        self.settings.architecture = self.arch_combo.currentText()
+        if self.arch_combo.findText(self.settings.architecture) < 0:
+            self.settings.architecture = self.arch_combo.currentText()
         bind(self.arch_combo, self.settings, "architecture")
         self._fill_init(MODELS.models)
         self.settings.init = self.init_combo.currentText()
