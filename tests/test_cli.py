@@ -138,6 +138,8 @@ def test_model_summary_says_what_the_model_was_trained_on():
     card["training"]["stages"] = [{"data": {"phantoms": 60}, "init": None},
                                   {"data": {"files": ["a.dcm", "b.dcm"]}, "init": "/tmp/x.safetensors"}]
     assert card_summary(card).startswith("trained on synthetic phantoms and 2 images; dose")
+    card["macs_per_pixel"] = 1_721_472
+    assert card_summary(card).startswith("1.72 M MAC/pixel; trained on synthetic phantoms and 2 images;")
     assert card_summary({}) == ""
 
 

@@ -7,10 +7,10 @@ import pytest
 
 from mammo_denoise.inference import denoise
 from mammo_denoise.metrics import psnr
-from mammo_denoise.models import DEFAULT_MODEL, list_models, load_model
+from mammo_denoise.models import DEFAULT_MODEL, count_macs, list_models, load_model
 from mammo_denoise.physics.phantom import make_phantom
 
-CARD_FIELDS = {"name", "architecture", "arch_kwargs", "parameter_count", "residual", "input_scale",
+CARD_FIELDS = {"name", "architecture", "arch_kwargs", "parameter_count", "macs_per_pixel", "residual", "input_scale",
                "domain", "noise_model", "dose_range", "training", "metrics", "version", "created",
                "sha256"}
 
@@ -32,6 +32,8 @@ def test_shipped_models_have_a_complete_card_and_held_out_numbers(name):
     assert held["psnr_minus_bm3d_db"] == pytest.approx(held["psnr_db"] - held["bm3d_psnr_db"], abs=2e-3)
     model = load_model(name)  # verifies the sha256 of the weights against the card
     assert sum(p.numel() for p in model.parameters()) == card["parameter_count"]
+    # The cost on the card is the network's, per pixel at any size (here 128 px, 64 px on save).
+    assert count_macs(model.net, (1, 1, 128, 128)) / 128**2 == pytest.approx(card["macs_per_pixel"], abs=0.5)
 
 
 @pytest.mark.parametrize("dose, min_gain_db", [(0.2, 4.0), (0.5, 3.0)])  # measured 6.4 and 4.5 dB

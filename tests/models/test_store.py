@@ -43,8 +43,8 @@ def test_round_trip_gives_identical_outputs(tmp_path):
     loaded = load_model(path)
     assert not loaded.training
     card = json.loads((tmp_path / "m.json").read_text())
-    for key in ("name", "architecture", "arch_kwargs", "parameter_count", "residual", "input_scale",
-                "domain", "noise_model", "dose_range", "training", "metrics", "version", "created", "sha256"):
+    for key in ("name", "architecture", "arch_kwargs", "parameter_count", "macs_per_pixel", "residual",
+                "input_scale", "domain", "noise_model", "dose_range", "training", "metrics", "version", "created", "sha256"):
         assert key in card, key
     assert card["name"] == "m" and card["training"] == {"epochs": 3, "seed": 1}
     assert card["parameter_count"] == sum(p.numel() for p in d.parameters())

@@ -95,10 +95,21 @@ def _scan(directory: Path | None, source: str) -> list[ModelInfo]:
     return found
 
 
+def macs_per_pixel(net) -> int:
+    """Convolution multiply-accumulates per image pixel: what a model costs to run, whatever the
+    device (tile overlap adds ~17 % on a full field at the default tile)."""
+    from mammo_denoise.models.architectures import count_macs
+
+    side = 64
+    return round(count_macs(net, (1, 1, side, side)) / side**2)
+
+
 def card_summary(card: dict) -> str:
     """One line about a model for a model list: what it was trained on, its dose range, then the
     held-out benchmark numbers when the card has them (else the validation PSNR)."""
     parts = []
+    if card.get("macs_per_pixel"):
+        parts.append(f"{_thousands(card['macs_per_pixel'])} MAC/pixel")
     training = card.get("training") or {}
     # A fine-tuned model's card lists every run that made it (``stages``, oldest first): the
     # data is all of theirs, and only a first stage that started from elsewhere has an init.
@@ -132,6 +143,10 @@ def card_summary(card: dict) -> str:
     elif metrics.get("val_psnr") is not None:
         parts.append(f"validation PSNR {metrics['val_psnr']:.1f} dB (noisy {metrics.get('val_psnr_noisy', float('nan')):.1f})")
     return "; ".join(parts)
+
+
+def _thousands(n: float) -> str:
+    return f"{n / 1e6:.2f} M" if n >= 1e6 else f"{n / 1e3:.1f}k"
 
 
 def list_models() -> list[ModelInfo]:
@@ -203,6 +218,7 @@ def save_model(denoiser: Denoiser, path: str | os.PathLike, **card_fields) -> Pa
     card["name"] = path.stem
     card.setdefault("version", CARD_VERSION)
     card["parameter_count"] = sum(p.numel() for p in denoiser.net.parameters() if p.requires_grad)
+    card["macs_per_pixel"] = macs_per_pixel(denoiser.net)
     card["created"] = _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
     data = _weights_bytes(denoiser, {"format": "pt", "architecture": str(card.get("architecture", ""))})
     card["sha256"] = _sha256(data)
