@@ -457,7 +457,7 @@ def test_finetuning_keeps_the_models_own_architecture(tmp_path):
     # Left out, architecture and options come from the model; the log line names the model.
     ft = train(tiny(tmp_path / "ft", epochs=1, init=base, architecture=None, arch_kwargs={}))
     assert json.loads(ft.with_suffix(".json").read_text())["arch_kwargs"] == TINY_NET
-    assert describe(TrainConfig(init=base)).startswith(f"(from {base}) on 16 phantoms")
+    assert describe(TrainConfig(init=base)).startswith(f"{base} fine-tuned on 16 phantoms")
     assert describe(TrainConfig()).startswith("unet (fresh) on")
     # Given and different, they are an error instead of being silently ignored.
     with pytest.raises(MammoDenoiseError, match=f"cannot fine-tune {base} as a dncnn: it is a unet"):

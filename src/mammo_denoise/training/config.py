@@ -291,10 +291,8 @@ def describe(config: TrainConfig) -> str:
     dose = f"dose {a:g}" if a == b else f"dose {a:g}-{b:g}"
     if config.noise_model != "poisson-gaussian":
         dose = "seed Gaussian+salt-and-pepper noise"
-    if config.init is None:
-        start = f"{config.fresh_architecture} (fresh)"
-    else:
-        start = f"{config.architecture + ' ' if config.architecture else ''}(from {config.init})"
+    # A fine-tuned model keeps its own architecture (checked when it is loaded).
+    start = f"{config.fresh_architecture} (fresh)" if config.init is None else f"{config.init} fine-tuned"
     return (
         f"{start} on {' + '.join(data)}; {dose}; "
         f"patch {config.patch} x batch {config.batch_size}; "
