@@ -55,6 +55,14 @@ def test_tiled_equals_whole_image_for_odd_sizes(unet):
     np.testing.assert_array_equal(denoise(z, unet, params=PARAMS, device="cpu", tile=4096), whole)
 
 
+def test_tiles_are_seamless_for_an_unshuffled_unet():
+    net = make_denoiser("unet", seed=0, base=4, unshuffle=2)  # alignment 8, radius 53
+    z = _raw((203, 317))
+    whole = denoise(z, net, params=PARAMS, device="cpu", tile=None)
+    tiled = denoise(z, net, params=PARAMS, device="cpu", tile=168, batch_size=3)
+    assert np.abs(tiled - whole).max() < 1e-4 * float(np.ptp(whole))
+
+
 def test_reflected_tile_indices_match_numpy_reflect_padding():
     # Tiles index the image through mirrored coordinates instead of padding a copy of it; pads
     # longer than the image (tiny images) must reflect again, as np.pad does.

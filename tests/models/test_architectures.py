@@ -64,18 +64,38 @@ def test_any_size_maps_to_same_shape(name):
 
 
 @pytest.mark.parametrize("name,kwargs", [("unet", {}), ("cae", {}), ("dncnn", {"depth": 6}),
-                                         ("eckert-resnet", {"blocks": 3})])
+                                         ("eckert-resnet", {"blocks": 3}),
+                                         ("unet", {"base": 4, "unshuffle": 2})])
 def test_receptive_radius_bounds_the_gradient_support(name, kwargs):
     # Tiling relies on receptive_radius: context >= radius makes tiles equal the whole image.
     torch.manual_seed(0)
     net = build_model(name, **kwargs).eval()
-    size, c = 72, 37
+    size = 2 * net.receptive_radius + 21
+    c = size // 2
     x = torch.randn(1, 1, size, size, requires_grad=True)
     net(x)[0, 0, c, c].backward()
     support = (x.grad[0, 0] != 0).nonzero()
     reach = int((support - c).abs().max())
     assert reach <= net.receptive_radius
-    assert reach >= net.receptive_radius - 6  # and is not a wild over-estimate
+    # and is not a wild over-estimate (how much it over-estimates depends on where the pixel
+    # falls on the pooling grid, in folded pixels when the U-Net unshuffles)
+    assert reach >= net.receptive_radius - 6 * getattr(net, "unshuffle", 1)
+
+
+def test_unshuffled_unet_folds_pixels_into_channels():
+    net = build_model("unet", base=4, unshuffle=2).eval()
+    assert net.alignment == 8 and net.inc[0].in_channels == 4 and net.out.out_channels == 4
+    for h, w in [(13, 21), (1, 7)]:
+        with torch.no_grad():
+            assert net(torch.randn(2, 1, h, w)).shape == (2, 1, h, w)
+    # Same MACs per pixel as the plain U-Net of the same widths, less the first and last layers'
+    # reduced resolution: every layer runs at a quarter of the pixels.
+    plain = build_model("unet", base=4)
+    folded_macs = count_macs(net, (1, 1, 32, 32))
+    inner = count_macs(plain, (1, 1, 16, 16)) - (16 * 16) * (9 * 4 + 4)  # plain 1-channel in/out
+    assert folded_macs == inner + (16 * 16) * (9 * 4 * 4 + 4 * 4)
+    with pytest.raises(MammoDenoiseError, match="unshuffle must be >= 1"):
+        build_model("unet", unshuffle=0)
 
 
 def test_unknown_architecture_lists_known_ones():

@@ -142,23 +142,33 @@ class UNet(nn.Module):
     tiles are consistent with each other and with the whole image. Receptive field is ~26 px of
     radius at depth 3, i.e. ~50 px ~ 4 mm at 85 um pixels: large enough to see the local signal
     level, small enough that tiles need little context.
+
+    ``unshuffle`` > 1 first folds each ``s x s`` block of pixels into ``s**2`` channels and
+    unfolds the output back (pixel unshuffle/shuffle, the reversible downsampling of FFDNet:
+    Zhang, Zuo & Zhang, IEEE TIP 27(9), 2018). The U-Net then runs at 1/s the resolution with
+    wider layers: on a CPU, whose 16-channel full-resolution convolutions are memory-bound, the
+    same multiply-accumulates per pixel run ~3x faster at s=2, base=32, with 4x the parameters
+    and twice the receptive radius.
     """
 
     residual = True
 
-    def __init__(self, base: int = 16, depth: int = 3, slope: float = 0.1):
+    def __init__(self, base: int = 16, depth: int = 3, slope: float = 0.1, unshuffle: int = 1):
         super().__init__()
         if depth < 1:
             raise MammoDenoiseError(f"unet depth must be >= 1, got {depth}")
+        if unshuffle < 1:
+            raise MammoDenoiseError(f"unet unshuffle must be >= 1, got {unshuffle}")
+        self.unshuffle = s = int(unshuffle)
         chans = [base * 2**i for i in range(depth)]
-        self.inc = _DoubleConv(1, chans[0], slope)
+        self.inc = _DoubleConv(s * s, chans[0], slope)
         self.downs = nn.ModuleList(_DoubleConv(chans[i], chans[i + 1], slope) for i in range(depth - 1))
         self.pool = nn.AvgPool2d(2)
         self.ups = nn.ModuleList(
             nn.ConvTranspose2d(chans[i + 1], chans[i], 2, stride=2) for i in reversed(range(depth - 1)))
         self.decs = nn.ModuleList(_DoubleConv(2 * chans[i], chans[i], slope) for i in reversed(range(depth - 1)))
-        self.out = nn.Conv2d(chans[0], 1, 1)
-        self.alignment = 2 ** (depth - 1)
+        self.out = nn.Conv2d(chans[0], s * s, 1)
+        self.alignment = s * 2 ** (depth - 1)
         # Encoder: 2 convs per scale plus the pooling step; decoder mirrors it; the transposed
         # convs add one coarse pixel each.
         r = 2
@@ -166,18 +176,25 @@ class UNet(nn.Module):
             r += 2 ** (i - 1) + 2 * 2**i
         for i in reversed(range(depth - 1)):
             r += 2 ** i + 2 * 2**i
-        self.receptive_radius = r
+        # In folded pixels; a folded pixel spans s, and its block s - 1 more.
+        self.receptive_radius = r * s + s - 1
 
     def forward(self, x):
         h, w = x.shape[-2:]
         skips = []
-        x = self.inc(_pad_to_multiple(x, self.alignment))
+        x = _pad_to_multiple(x, self.alignment)
+        if self.unshuffle > 1:
+            x = nn.functional.pixel_unshuffle(x, self.unshuffle)
+        x = self.inc(x)
         for down in self.downs:
             skips.append(x)
             x = down(self.pool(x))
         for up, dec in zip(self.ups, self.decs):
             x = dec(torch.cat([up(x), skips.pop()], dim=1))
-        return self.out(x)[..., :h, :w]
+        x = self.out(x)
+        if self.unshuffle > 1:
+            x = nn.functional.pixel_shuffle(x, self.unshuffle)
+        return x[..., :h, :w]
 
 
 # name -> (constructor, default domain). Anscombe-domain models see (y - median) / input_scale.
