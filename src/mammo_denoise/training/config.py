@@ -235,7 +235,7 @@ class TrainConfig:
     def fingerprint(self) -> dict:
         """Settings a resumed run must share with the checkpoint it continues (epochs may grow)."""
         return {
-            "architecture": self.architecture or "unet",  # as checkpoints written before None existed
+            "architecture": self.fresh_architecture,  # older checkpoints say "unet" for fine-tuning too
             "arch_kwargs": self.arch_kwargs,
             "init": None if self.init is None else str(self.init),
             "phantoms": self.phantoms,
