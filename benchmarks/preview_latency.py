@@ -15,6 +15,7 @@ import json
 import os
 import platform
 import sys
+import tempfile
 import time
 from datetime import datetime, timezone
 from pathlib import Path
@@ -32,6 +33,8 @@ def main() -> None:
     from mammo_denoise.napari._widgets.dose import DoseWidget
     from mammo_denoise.physics.phantom import make_phantom
 
+    # The widget's defaults, not whatever this user's widgets remember (napari/_persist.py).
+    os.environ["MAMMO_DENOISE_CONFIG_DIR"] = tempfile.mkdtemp(prefix="mammo-latency-")
     phantom = make_phantom(seed=0, shape=SHAPE, dose=1.0)
     viewer = napari.Viewer(show=False)
     viewer.add_image(phantom.noisy, **image_layer_kwargs(phantom.noisy, phantom.meta, params=phantom.params))

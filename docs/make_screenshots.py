@@ -18,7 +18,6 @@ import tempfile
 import time
 from pathlib import Path
 
-import numpy as np
 
 OUT = Path(__file__).resolve().parent / "screenshots"
 SIZE = (1500, 950)
@@ -54,6 +53,8 @@ def main() -> int:
     from mammo_denoise.napari._widgets.finetune import FinetuneWidget
 
     tmp = tempfile.mkdtemp(prefix="mammo-screenshots-")
+    # The widgets' defaults, not whatever this user's widgets remember (napari/_persist.py).
+    os.environ["MAMMO_DENOISE_CONFIG_DIR"] = tmp
     placeholder = False
     if not list_models():
         from mammo_denoise.models import make_denoiser, save_model
