@@ -122,6 +122,7 @@ def test_models_lists_the_shipped_default_with_its_held_out_numbers():
     line = next(ln for ln in result.stdout.splitlines() if ln.startswith("mammo-unet "))
     held = next(i.card for i in list_models() if i.name == "mammo-unet")["metrics"]["held_out"]
     assert "shipped" in line and f"PSNR {held['psnr_db']:.2f} dB (BM3D {held['bm3d_psnr_db']:.2f})" in line
+    assert result.stdout.splitlines()[-1] == "default (used when --model is not given): mammo-unet"
 
 
 def test_model_summary_says_what_the_model_was_trained_on():

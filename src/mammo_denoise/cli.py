@@ -327,7 +327,7 @@ def cmd_train(args) -> int:
 
 
 def cmd_models(args) -> int:
-    from mammo_denoise.models import card_summary, list_models
+    from mammo_denoise.models import DEFAULT_MODEL, card_summary, list_models
 
     infos = list_models()
     if args.json:
@@ -342,6 +342,8 @@ def cmd_models(args) -> int:
               f"{card.get('parameter_count', 0):>9,d} params  {card_summary(card)}")
         if args.verbose:
             print(json.dumps(card, indent=2))
+    if any(i.name == DEFAULT_MODEL for i in infos):
+        print(f"default (used when --model is not given): {DEFAULT_MODEL}")
     return 0
 
 
