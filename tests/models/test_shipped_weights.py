@@ -71,3 +71,21 @@ def test_default_model_leaves_no_dot_at_the_corner_of_the_exposed_field():
     for d in (1, 2, 3):  # no bright or dark band along the edge
         assert abs(z[open_field & (dist == d)].mean()) < 0.15
     assert z[inner].std() < 0.2  # and the open field itself is denoised
+
+
+@pytest.mark.parametrize("name", SHIPPED)
+def test_every_shipped_model_denoises(name):
+    # A window well inside the breast of an unseen phantom, so that the skin line does not
+    # dominate and even the seed's ResNet (1.7 M MAC/pixel) runs in seconds. Measured gains at
+    # 20 % dose: mammo-unet 8.7 dB, eckert-resnet 7.3 dB (the Gaussian filter would pass too: this
+    # checks that shipped weights denoise at all, the benchmark says how well).
+    phantom = make_phantom(seed=4244, shape=(512, 512), dose=0.2)
+    window = (slice(192, 448), slice(96, 352))
+    truth, mask = phantom.truth_at(0.2)[window], phantom.mask[window]
+    assert mask.mean() > 0.9
+    noisy = phantom.noisy[window]
+    out = denoise(noisy, model=name, params=phantom.params, device="cpu")
+    data_range = float(np.ptp(truth[mask]))
+    gain = psnr(out, truth, data_range=data_range, mask=mask) - psnr(noisy, truth, data_range=data_range, mask=mask)
+    assert gain > 5.0
+    assert float(out[mask].mean()) == pytest.approx(float(truth[mask].mean()), rel=0.005)
