@@ -25,8 +25,8 @@ OUT = C.ROOT / "BENCHMARKS.md"
 #: Sizes and rough wall time on the 2-core shared CPU (BM3D dominates).
 SIZES = {
     "quality": "20 phantoms 1024², 512² crops scored, each method run on the crop + 64 px (as on the whole "
-               "frame), dose 0.2; 16.4 min with every row of section 1 (BM3D ~17 s/window, the Eckert ResNet "
-               "~18 s, DnCNN ~4 s, each U-Net ~0.27 s)",
+               "frame), dose 0.2; 15.1 min with every row of section 1 (BM3D ~15 s/window, the Eckert ResNet "
+               "~16 s, DnCNN ~4 s, each U-Net ~0.24 s)",
     "dose_sweep": "6 phantoms × 6 doses, 512² crops; ~14 min (BM3D)",
     "nps": "1024² slab; 3 phantoms × 4 realisations, 256² crops; ~2–4 min",
     "speed": "3328×2560 per model, BM3D full field once, memory at 2048², 3328×2560, 4096×3328; ~14 min "
