@@ -114,11 +114,13 @@ def test_every_command_has_help(command):
     assert "usage: mammo-denoise " + command in result.stdout
 
 
-def test_models_lists_the_shipped_default_with_its_held_out_numbers():
+def test_models_lists_the_shipped_default_with_its_held_out_numbers(tmp_path, monkeypatch):
     from mammo_denoise.models import list_models
 
+    monkeypatch.setenv("MAMMO_DENOISE_MODEL_DIR", str(tmp_path / "my models"))
     result = run_cli("models")
     assert result.returncode == 0
+    assert f"your models (trained with --out here, or saved from napari): {tmp_path / 'my models'}" in result.stdout
     line = next(ln for ln in result.stdout.splitlines() if ln.startswith("mammo-unet "))
     held = next(i.card for i in list_models() if i.name == "mammo-unet")["metrics"]["held_out"]
     assert "shipped" in line and f"PSNR {held['psnr_db']:.2f} dB (BM3D {held['bm3d_psnr_db']:.2f})" in line

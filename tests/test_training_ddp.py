@@ -94,3 +94,22 @@ def test_world_size_argument_spawns_ranks_and_forwards_progress(tmp_path):
     assert any(isinstance(m, EpochEnd) for m in msgs)
     assert isinstance(msgs[-1], TrainDone)
     assert json.loads(path.with_suffix(".json").read_text())["training"]["world_size"] == 2
+
+
+def test_the_train_command_runs_under_torchrun_and_speaks_once(tmp_path):
+    # The README's multi-GPU recipe, on two CPU ranks: one model trained by both, one log.
+    env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONUNBUFFERED="1")
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2",
+           "--master_addr", "127.0.0.1", "--master_port", str(_free_port()),
+           "-m", "mammo_denoise.cli", "train", "--out", str(tmp_path / "cli.safetensors"),
+           "--phantoms", "3", "--phantom-size", "64x64", "--patch", "16", "--batch-size", "2",
+           "--epochs", "2", "--iters-per-epoch", "2", "--arch-option", "base=4",
+           "--arch-option", "depth=2", "--seed", "5"]
+    proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=240)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    lines = proc.stdout.splitlines()
+    assert sum(line.startswith("unet (fresh) on 3 phantoms") for line in lines) == 1
+    assert sum(line.startswith("epoch 2/2:") for line in lines) == 1
+    card = json.loads((tmp_path / "cli.json").read_text())
+    assert card["training"]["world_size"] == 2
+    assert card["training"]["patches_seen"] == 2 * 2 * 2 * 2  # epochs * iterations * batch * ranks

@@ -312,7 +312,8 @@ def cmd_train(args) -> int:
         noise_model=args.noise_model, seed=args.seed, device=args.device, out=args.out,
         name=args.name, resume=args.resume, command="mammo-denoise " + shlex.join(args.argv),
         **dose_kw)
-    print(describe(config))
+    if int(os.environ.get("RANK", "0")) == 0:  # under torchrun, as the epoch lines: rank 0 speaks
+        print(describe(config))
 
     def report(msg):
         kind = type(msg).__name__
@@ -327,7 +328,7 @@ def cmd_train(args) -> int:
 
 
 def cmd_models(args) -> int:
-    from mammo_denoise.models import DEFAULT_MODEL, card_summary, list_models
+    from mammo_denoise.models import DEFAULT_MODEL, card_summary, list_models, user_model_dir
 
     infos = list_models()
     if args.json:
@@ -342,6 +343,7 @@ def cmd_models(args) -> int:
               f"{card.get('parameter_count', 0):>9,d} params  {card_summary(card)}")
         if args.verbose:
             print(json.dumps(card, indent=2))
+    print(f"your models (trained with --out here, or saved from napari): {user_model_dir()}")
     if any(i.name == DEFAULT_MODEL for i in infos):
         print(f"default (used when --model is not given): {DEFAULT_MODEL}")
     return 0
@@ -425,7 +427,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("train", help="train or fine-tune a denoiser",
                        description="Train on physics-driven pairs: synthetic phantoms and/or folders of "
                                    "curated full-dose FOR PROCESSING DICOMs (lower dose simulated on the "
-                                   "fly, fresh noise every iteration).")
+                                   "fly, fresh noise every iteration). On several GPUs or nodes: "
+                                   "torchrun --nproc_per_node N -m mammo_denoise.cli train ... (DDP).")
     p.add_argument("data", nargs="*", metavar="DATA", help="DICOM files or folders of full-dose images")
     p.add_argument("--out", required=True, type=Path, metavar="WEIGHTS", help="output .safetensors path")
     p.add_argument("--name", default=None, help="model name for the card (default: file stem)")
