@@ -44,6 +44,13 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
+def _torchrun_two_cpu_ranks(*args: str) -> subprocess.CompletedProcess:
+    env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONUNBUFFERED="1")
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2",
+           "--master_addr", "127.0.0.1", "--master_port", str(_free_port()), *args]
+    return subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=240)
+
+
 def _digest_of_saved(path: Path) -> str:
     import hashlib
 
@@ -59,12 +66,8 @@ def _digest_of_saved(path: Path) -> str:
 def test_torchrun_two_cpu_ranks_end_identical_and_write_once(tmp_path):
     script = tmp_path / "ddp_train.py"
     script.write_text(SCRIPT)
-    env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONUNBUFFERED="1")
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2",
-           "--master_addr", "127.0.0.1", "--master_port", str(_free_port()), str(script),
-           str(tmp_path)]
     t0 = time.monotonic()
-    proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=240)
+    proc = _torchrun_two_cpu_ranks(str(script), str(tmp_path))
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     assert time.monotonic() - t0 < 240
     r0 = (tmp_path / "rank0.txt").read_text().split()
@@ -98,14 +101,11 @@ def test_world_size_argument_spawns_ranks_and_forwards_progress(tmp_path):
 
 def test_the_train_command_runs_under_torchrun_and_speaks_once(tmp_path):
     # The README's multi-GPU recipe, on two CPU ranks: one model trained by both, one log.
-    env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONUNBUFFERED="1")
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2",
-           "--master_addr", "127.0.0.1", "--master_port", str(_free_port()),
-           "-m", "mammo_denoise.cli", "train", "--out", str(tmp_path / "cli.safetensors"),
-           "--phantoms", "3", "--phantom-size", "64x64", "--patch", "16", "--batch-size", "2",
-           "--epochs", "2", "--iters-per-epoch", "2", "--arch-option", "base=4",
-           "--arch-option", "depth=2", "--seed", "5"]
-    proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=240)
+    proc = _torchrun_two_cpu_ranks(
+        "-m", "mammo_denoise.cli", "train", "--out", str(tmp_path / "cli.safetensors"),
+        "--phantoms", "3", "--phantom-size", "64x64", "--patch", "16", "--batch-size", "2",
+        "--epochs", "2", "--iters-per-epoch", "2", "--arch-option", "base=4",
+        "--arch-option", "depth=2", "--seed", "5")
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     lines = proc.stdout.splitlines()
     assert sum(line.startswith("unet (fresh) on 3 phantoms") for line in lines) == 1
