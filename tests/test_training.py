@@ -459,6 +459,11 @@ def test_finetuning_keeps_the_models_own_architecture(tmp_path):
     assert json.loads(ft.with_suffix(".json").read_text())["arch_kwargs"] == TINY_NET
     assert describe(TrainConfig(init=base)).startswith(f"{base} fine-tuned on 16 phantoms")
     assert describe(TrainConfig()).startswith("unet (fresh) on")
+    # So is the loss it was trained with; given, the loss is the caller's.
+    assert (TrainConfig().loss, TrainConfig(init=base).loss) == ("mse+ssim", "mse+ssim")
+    mse = train(tiny(tmp_path / "mse", epochs=1, loss="mse"))
+    assert TrainConfig(init=mse).loss == "mse" and TrainConfig(init=mse, loss="mse+ssim").loss == "mse+ssim"
+    assert TrainConfig(init="mammo-unet").loss == "mse"  # the shipped default's
     # Given and different, they are an error instead of being silently ignored.
     with pytest.raises(MammoDenoiseError, match=f"cannot fine-tune {base} as a dncnn: it is a unet"):
         train(tiny(tmp_path / "bad", init=base, architecture="dncnn"))

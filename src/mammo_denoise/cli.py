@@ -453,7 +453,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--patience", type=_positive_int, default=10, help="early-stopping patience in epochs")
     p.add_argument("--time-budget", type=float, default=None, metavar="MINUTES",
                    help="stop after this much training time (validated and saved as usual)")
-    p.add_argument("--loss", choices=["mse+ssim", "mse"], default="mse+ssim")
+    p.add_argument("--loss", choices=["mse+ssim", "mse"],
+                   help="default: the --init model's own (its card's), else mse+ssim (the first seed's)")
     p.add_argument("--calc-weight", type=float, default=0.0, metavar="W",
                    help="count phantom microcalcification pixels 1+W times in the loss (default 0)")
     p.add_argument("--boundary-fraction", type=float, default=0.05, metavar="F",

@@ -385,6 +385,13 @@ def _finetune_widget(viewer, phantom, name, epochs=1):
     return w
 
 
+def test_finetune_keeps_the_loss_of_the_model_it_starts_from(make_napari_viewer, phantom, model_dir):
+    w = _finetune_widget(make_napari_viewer(), phantom, "my-site")
+    assert w.build_config().loss == "mse+ssim"  # fresh: the first seed's
+    w.settings.init, w.extra_config = "mammo-unet", {}
+    assert w.build_config().loss == "mse"  # what the shipped default was trained with
+
+
 def test_finetune_saves_model_seen_by_denoise(make_napari_viewer, qtbot, phantom, model_dir):
     from mammo_denoise.napari._widgets.denoise import DenoiseWidget
 

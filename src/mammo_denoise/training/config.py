@@ -14,6 +14,7 @@ from mammo_denoise.physics.params import NoiseParams
 
 NOISE_MODELS = ("poisson-gaussian", "gaussian-saltpepper")
 LOSSES = ("mse+ssim", "mse")
+DEFAULT_LOSS = "mse+ssim"  # the first seed's
 DEFAULT_PHANTOMS = 16
 LR_SCHEDULES = ("constant", "cosine")
 
@@ -60,6 +61,10 @@ class TrainConfig:
     collimator shadow), the sharpest step in a detector image, which uniform draws almost
     never put a convex corner of into a patch.
 
+    ``loss``: "mse+ssim" (the first seed's MSE + 10 (1 - SSIM)) or "mse". Left out, a fine-tuned
+    model keeps the loss its card says it was trained with (fine-tuning an MSE-trained model on
+    MSE + SSIM would change what it does, not refine it); a fresh one gets the seed's.
+
     ``out`` defaults to ``user_model_dir()/<name>.safetensors`` (the model's name is its file
     name, so ``name`` only matters without ``out``) and ``checkpoint`` to
     ``<out without suffix>.ckpt`` (safetensors format, no pickle).
@@ -83,7 +88,7 @@ class TrainConfig:
     iters_per_epoch: int = 200
     lr: float = 1e-4
     lr_schedule: str = "constant"
-    loss: str = "mse+ssim"
+    loss: str | None = None
     calc_weight: float = 0.0
     input_highpass: float = 0.0
     val_fraction: float = 0.2
@@ -162,6 +167,8 @@ class TrainConfig:
             _err(f"time_budget_s must be None or positive, got {self.time_budget_s!r}")
         if self.lr_schedule not in LR_SCHEDULES:
             _err(f"lr_schedule must be one of {', '.join(LR_SCHEDULES)}, got {self.lr_schedule!r}")
+        if self.loss is None:
+            self.loss = self._init_loss()
         if self.loss not in LOSSES:
             _err(f"loss must be one of {', '.join(LOSSES)}, got {self.loss!r}")
         if not float(self.calc_weight) >= 0.0:
@@ -197,6 +204,15 @@ class TrainConfig:
                 setattr(self, name, Path(value))
         if self.out is not None and self.out.suffix != ".safetensors":
             _err(f"out must be a .safetensors path, got {self.out}")
+
+    def _init_loss(self) -> str:
+        """The loss of the ``init`` model's training (from its card), else the seed's."""
+        if self.init is None:
+            return DEFAULT_LOSS
+        from mammo_denoise.models import read_card
+
+        loss = (read_card(self.init).get("training") or {}).get("loss")
+        return loss if loss in LOSSES else DEFAULT_LOSS
 
     # -- derived values -------------------------------------------------------------------
     @property
