@@ -463,7 +463,9 @@ def test_finetuning_keeps_the_models_own_architecture(tmp_path):
     assert (TrainConfig().loss, TrainConfig(init=base).loss) == ("mse+ssim", "mse+ssim")
     mse = train(tiny(tmp_path / "mse", epochs=1, loss="mse"))
     assert TrainConfig(init=mse).loss == "mse" and TrainConfig(init=mse, loss="mse+ssim").loss == "mse+ssim"
-    assert TrainConfig(init="mammo-unet").loss == "mse"  # the shipped default's
+    shipped = TrainConfig(init="mammo-unet")  # the shipped default's objective, from its card
+    assert (shipped.loss, shipped.calc_weight) == ("mse", 40.0)
+    assert (TrainConfig().calc_weight, TrainConfig(init="mammo-unet", calc_weight=0).calc_weight) == (0.0, 0.0)
     # Given and different, they are an error instead of being silently ignored.
     with pytest.raises(MammoDenoiseError, match=f"cannot fine-tune {base} as a dncnn: it is a unet"):
         train(tiny(tmp_path / "bad", init=base, architecture="dncnn"))

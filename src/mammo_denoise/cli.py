@@ -455,8 +455,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="stop after this much training time (validated and saved as usual)")
     p.add_argument("--loss", choices=["mse+ssim", "mse"],
                    help="default: the --init model's own (its card's), else mse+ssim (the first seed's)")
-    p.add_argument("--calc-weight", type=float, default=0.0, metavar="W",
-                   help="count phantom microcalcification pixels 1+W times in the loss (default 0)")
+    p.add_argument("--calc-weight", type=float, metavar="W",
+                   help="count phantom microcalcification pixels 1+W times in the loss "
+                        "(default: the --init model's own, else 0)")
     p.add_argument("--boundary-fraction", type=float, default=0.05, metavar="F",
                    help="fraction of patches on the edge of the exposed field, the collimator "
                         "shadow (default 0.05)")

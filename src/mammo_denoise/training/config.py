@@ -61,9 +61,10 @@ class TrainConfig:
     collimator shadow), the sharpest step in a detector image, which uniform draws almost
     never put a convex corner of into a patch.
 
-    ``loss``: "mse+ssim" (the first seed's MSE + 10 (1 - SSIM)) or "mse". Left out, a fine-tuned
-    model keeps the loss its card says it was trained with (fine-tuning an MSE-trained model on
-    MSE + SSIM would change what it does, not refine it); a fresh one gets the seed's.
+    ``loss``: "mse+ssim" (the first seed's MSE + 10 (1 - SSIM)) or "mse". Left out, ``loss`` and
+    ``calc_weight`` of a fine-tuned model are those its card says it was trained with
+    (fine-tuning an MSE-trained model on MSE + SSIM would change what it does, not refine it); a
+    fresh one gets the seed's loss and no calcification weight.
 
     ``out`` defaults to ``user_model_dir()/<name>.safetensors`` (the model's name is its file
     name, so ``name`` only matters without ``out``) and ``checkpoint`` to
@@ -89,7 +90,7 @@ class TrainConfig:
     lr: float = 1e-4
     lr_schedule: str = "constant"
     loss: str | None = None
-    calc_weight: float = 0.0
+    calc_weight: float | None = None
     input_highpass: float = 0.0
     val_fraction: float = 0.2
     val_patches: int = 64
@@ -167,8 +168,7 @@ class TrainConfig:
             _err(f"time_budget_s must be None or positive, got {self.time_budget_s!r}")
         if self.lr_schedule not in LR_SCHEDULES:
             _err(f"lr_schedule must be one of {', '.join(LR_SCHEDULES)}, got {self.lr_schedule!r}")
-        if self.loss is None:
-            self.loss = self._init_loss()
+        self._inherit_objective()
         if self.loss not in LOSSES:
             _err(f"loss must be one of {', '.join(LOSSES)}, got {self.loss!r}")
         if not float(self.calc_weight) >= 0.0:
@@ -205,14 +205,17 @@ class TrainConfig:
         if self.out is not None and self.out.suffix != ".safetensors":
             _err(f"out must be a .safetensors path, got {self.out}")
 
-    def _init_loss(self) -> str:
-        """The loss of the ``init`` model's training (from its card), else the seed's."""
-        if self.init is None:
-            return DEFAULT_LOSS
-        from mammo_denoise.models import read_card
+    def _inherit_objective(self) -> None:
+        """Fill a left-out ``loss`` and ``calc_weight`` from the ``init`` model's card, else the defaults."""
+        training = {}
+        if self.init is not None and (self.loss is None or self.calc_weight is None):
+            from mammo_denoise.models import read_card
 
-        loss = (read_card(self.init).get("training") or {}).get("loss")
-        return loss if loss in LOSSES else DEFAULT_LOSS
+            training = read_card(self.init).get("training") or {}
+        if self.loss is None:
+            self.loss = training["loss"] if training.get("loss") in LOSSES else DEFAULT_LOSS
+        if self.calc_weight is None:
+            self.calc_weight = float(training.get("calc_weight") or 0.0)
 
     # -- derived values -------------------------------------------------------------------
     @property
