@@ -224,11 +224,15 @@ def cmd_noise_params(args) -> int:
     return status
 
 
+def _torchrun_rank() -> int:
+    """This process's rank under torchrun (0 when run alone)."""
+    return int(os.environ.get("RANK", "0"))
+
+
 def _distributed_share(files: list[Path]) -> list[Path]:
     """Under torchrun each process takes every WORLD_SIZE-th file."""
     world = int(os.environ.get("WORLD_SIZE", "1"))
-    rank = int(os.environ.get("RANK", "0"))
-    return files[rank::world] if world > 1 else files
+    return files[_torchrun_rank()::world] if world > 1 else files
 
 
 def cmd_denoise(args) -> int:
@@ -312,7 +316,7 @@ def cmd_train(args) -> int:
         noise_model=args.noise_model, seed=args.seed, device=args.device, out=args.out,
         name=args.name, resume=args.resume, command="mammo-denoise " + shlex.join(args.argv),
         **dose_kw)
-    if int(os.environ.get("RANK", "0")) == 0:  # under torchrun, as the epoch lines: rank 0 speaks
+    if _torchrun_rank() == 0:  # as with the epoch lines, rank 0 alone speaks
         print(describe(config))
 
     def report(msg):
