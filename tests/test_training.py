@@ -361,7 +361,9 @@ def test_cancel_while_preparing_data(tmp_path):
 
 def test_resume_refuses_a_different_configuration(tmp_path):
     train(tiny(tmp_path, epochs=1))
-    with pytest.raises(MammoDenoiseError, match="different training configuration"):
+    # The message names what differs, so the user knows which option to put back.
+    with pytest.raises(MammoDenoiseError, match=r"different training configuration .*resuming\): "
+                                                r"lr: checkpoint 0\.0001, now 0\.001$"):
         train(tiny(tmp_path, epochs=2, lr=1e-3, resume=True))
     with pytest.raises(MammoDenoiseError, match="no training checkpoint"):
         train(tiny(tmp_path, resume=True, checkpoint=tmp_path / "missing.ckpt"))

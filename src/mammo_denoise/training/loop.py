@@ -124,6 +124,12 @@ def _use_channels_last(device: torch.device) -> bool:
 
 
 # ----------------------------------------------------------------------------- loss
+def _fingerprint_differences(saved: dict, now: dict) -> list[str]:
+    """``"name: checkpoint X, now Y"`` for each setting a resume would change."""
+    return [f"{k}: checkpoint {saved.get(k)!r}, now {now.get(k)!r}"
+            for k in sorted(set(saved) | set(now)) if saved.get(k) != now.get(k)]
+
+
 def compute_loss(out, target, data_range, kind: str, weight=None) -> torch.Tensor:
     """``MSE`` or ``MSE + 10 * (1 - SSIM)`` (first seed), in float32 even under autocast.
 
@@ -260,10 +266,13 @@ def _run(config: TrainConfig, progress, cancel, dctx: _Dist) -> Path:
     best_weights = None
     if config.resume:
         model_sd, opt_sd, meta, best_sd = load_checkpoint(ckpt_path)
-        if meta.get("fingerprint") != _jsonable(config.fingerprint()):
+        differences = _fingerprint_differences(meta.get("fingerprint") or {},
+                                               _jsonable(config.fingerprint()))
+        if differences:
             raise MammoDenoiseError(
                 "checkpoint was written by a different training configuration (only epochs, "
-                "patience, device and output may change when resuming)", path=ckpt_path)
+                "patience, device and output may change when resuming): "
+                + "; ".join(differences), path=ckpt_path)
         if meta.get("world_size", 1) != dctx.world_size:
             raise MammoDenoiseError(
                 f"checkpoint was written with {meta.get('world_size')} processes, "
