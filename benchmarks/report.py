@@ -209,6 +209,17 @@ def sec_quality(doc):
     return "".join(out)
 
 
+def equal_quality_dose(doses, psnrs, target: float) -> float | None:
+    """The dose at which a method whose mean PSNR is ``psnrs`` at ``doses`` reaches ``target``:
+    linear in log dose between the two measured doses around it; None outside the measured range
+    (PSNR rises monotonically with dose, which the interpolation assumes)."""
+    d = np.log(np.asarray(doses, np.float64))
+    q = np.asarray(psnrs, np.float64)
+    if not (q[0] <= target <= q[-1]) or np.any(np.diff(q) <= 0):
+        return None
+    return float(np.exp(np.interp(target, q, d)))
+
+
 def sec_dose(doc):
     s = doc["settings"]
     out = [header(doc)]
@@ -219,9 +230,12 @@ def sec_dose(doc):
     model = doc["model"]["label"]
     paired = C.BM3D in methods
     out.append("| dose | noisy PSNR | " + " | ".join(f"{m} ΔPSNR / ΔSSIM" for m in methods)
-               + (f" | {model} − BM3D (paired) PSNR / SSIM" if paired else "") + " |\n")
-    out.append("|---|---|" + "---|" * (len(methods) + paired) + "\n")
-    for d in s["fractions"]:
+               + (f" | {model} − BM3D (paired) PSNR / SSIM | BM3D's dose for {model}'s PSNR" if paired else "")
+               + " |\n")
+    out.append("|---|---|" + "---|" * (len(methods) + 2 * paired) + "\n")
+    doses = list(s["fractions"])
+    bm3d_psnr = [doc["rows"][str(d)][C.BM3D]["psnr"]["mean"] for d in doses] if paired else []
+    for d in doses:
         row = doc["rows"][str(d)]
         cells = [f"{ms(row[m]['psnr_gain'], signed=True)} / {ms(row[m]['ssim_gain'], 3, signed=True)}" for m in methods]
         if paired:
@@ -229,6 +243,8 @@ def sec_dose(doc):
             dp = C.mean_std([a - b for a, b in zip(pp[model]["psnr"], pp[C.BM3D]["psnr"])])
             dsm = C.mean_std([a - b for a, b in zip(pp[model]["ssim"], pp[C.BM3D]["ssim"])])
             cells.append(f"{ms(dp, signed=True)} / {ms(dsm, 4, signed=True)}")
+            eq = equal_quality_dose(doses, bm3d_psnr, row[model]["psnr"]["mean"])
+            cells.append("beyond the doses run" if eq is None else f"{eq:.3g} ({eq / d:.2f}×)")
         out.append(f"| {d:g} | {ms(row['Noisy']['psnr'])} | " + " | ".join(cells) + " |\n")
     out.append(f"\n![dose sweep]({doc['png']})\n")
     return "".join(out)
