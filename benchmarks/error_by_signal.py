@@ -87,8 +87,8 @@ def main(argv=None) -> int:
         print(f"  {n:6s} {C.fmt_ms(s['mse_bm3d'])} / {C.fmt_ms(s['mse_model'])}   {C.fmt_ms(s['gain_db'])} dB")
     print(f"  whole crop: {C.fmt_ms(summary['gain_db_detector'])} dB in detector units, "
           f"{C.fmt_ms(summary['gain_db_anscombe'])} dB in the Anscombe domain")
-    C.write_result("error_by_signal", {"model": spec.describe(), "phantoms": rows,
-                                             "summary": summary}, started)
+    C.write_result("error_by_signal", {"model": spec.describe(), "phantoms": rows, "summary": summary},
+                   started)
     return 0
 
 

@@ -124,12 +124,6 @@ def _use_channels_last(device: torch.device) -> bool:
 
 
 # ----------------------------------------------------------------------------- loss
-def _fingerprint_differences(saved: dict, now: dict) -> list[str]:
-    """``"name: checkpoint X, now Y"`` for each setting a resume would change."""
-    return [f"{k}: checkpoint {saved.get(k)!r}, now {now.get(k)!r}"
-            for k in sorted(set(saved) | set(now)) if saved.get(k) != now.get(k)]
-
-
 def compute_loss(out, target, data_range, kind: str, weight=None) -> torch.Tensor:
     """``MSE`` or ``MSE + 10 * (1 - SSIM)`` (first seed), in float32 even under autocast.
 
@@ -583,6 +577,12 @@ def _with_lineage(training: dict, init_training: dict | None) -> dict:
     return {**training, "stages": stages,
             "time_s": round(sum(float(s.get("time_s") or 0.0) for s in stages), 1),
             "patches_seen": sum(int(s.get("patches_seen") or 0) for s in stages)}
+
+
+def _fingerprint_differences(saved: dict, now: dict) -> list[str]:
+    """``"name: checkpoint X, now Y"`` for each setting a resume would change."""
+    return [f"{k}: checkpoint {saved.get(k)!r}, now {now.get(k)!r}"
+            for k in sorted(set(saved) | set(now)) if saved.get(k) != now.get(k)]
 
 
 def _jsonable(obj):
