@@ -269,6 +269,18 @@ def test_batches_do_not_depend_on_num_workers(tmp_path):
     assert not np.array_equal(a[0]["y"], c["y"])
 
 
+def test_phantoms_do_not_depend_on_num_workers(tmp_path):
+    from mammo_denoise.training.data import build_sources
+
+    serial = build_sources(tiny(tmp_path, num_workers=0, calc_weight=10.0))
+    parallel = build_sources(tiny(tmp_path, num_workers=2, calc_weight=10.0))
+    assert [s.label for s in parallel] == [s.label for s in serial] == ["phantom 0", "phantom 1", "phantom 2"]
+    for a, b in zip(serial, parallel):
+        np.testing.assert_array_equal(a.clean, b.clean)
+        np.testing.assert_array_equal(a.calc_mask, b.calc_mask)
+    assert not np.array_equal(serial[0].clean, serial[1].clean)
+
+
 # ----------------------------------------------------------------------------- loop
 def test_train_writes_weights_card_and_messages(tmp_path):
     from mammo_denoise.models import load_model

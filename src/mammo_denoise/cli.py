@@ -313,7 +313,8 @@ def cmd_train(args) -> int:
         patience=args.patience, loss=args.loss, calc_weight=args.calc_weight,
         boundary_fraction=args.boundary_fraction, input_highpass=args.input_highpass,
         time_budget_s=None if args.time_budget is None else 60.0 * args.time_budget,
-        noise_model=args.noise_model, seed=args.seed, device=args.device, out=args.out,
+        noise_model=args.noise_model, seed=args.seed, device=args.device,
+        num_workers=args.workers, out=args.out,
         name=args.name, resume=args.resume, command="mammo-denoise " + shlex.join(args.argv),
         **dose_kw)
     if _torchrun_rank() == 0:  # as with the epoch lines, rank 0 alone speaks
@@ -472,6 +473,10 @@ def build_parser() -> argparse.ArgumentParser:
                    default="poisson-gaussian")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda", "mps"])
+    p.add_argument("--workers", type=int, default=0, metavar="N",
+                   help="processes that make the phantoms and the noisy patches (a GPU trains "
+                        "faster than one CPU core makes patches; the results do not depend on N; "
+                        "default 0: the training process itself)")
     p.add_argument("--resume", action="store_true", help="continue from the checkpoint next to --out")
     p.set_defaults(func=cmd_train)
 

@@ -146,6 +146,43 @@ def _phantom_seed(seed: int, i: int) -> int:
     return int(np.random.SeedSequence([seed, 0x50484E, i]).generate_state(1)[0])
 
 
+def _training_phantom(config, i: int):
+    from mammo_denoise.physics.phantom import make_phantom
+
+    ph = make_phantom(seed=_phantom_seed(config.seed, i), shape=tuple(config.phantom_shape),
+                      view="CC" if i % 2 == 0 else "MLO", dose=1.0)
+    calc_mask = None
+    if config.calc_weight:
+        calc_mask = calcification_mask(ph.truth.shape, ph.calcifications,
+                                       float(ph.meta.pixel_spacing_mm[0]))
+    return ph, calc_mask
+
+
+def _training_phantoms(config):
+    """Yield ``(phantom, calcification mask)`` in index order.
+
+    Each phantom is seeded by its index alone, so with ``num_workers`` processes (~3 s per
+    1024x1024 phantom: a minute for 20 on one core) the phantoms are the same as without.
+    """
+    if config.num_workers <= 0 or config.phantoms < 2:
+        for i in range(config.phantoms):
+            yield _training_phantom(config, i)
+        return
+    import multiprocessing
+    from concurrent.futures import ProcessPoolExecutor
+
+    # spawn, not fork: forking a process that already runs torch's thread pools can deadlock.
+    ctx = multiprocessing.get_context("spawn")
+    with ProcessPoolExecutor(min(config.num_workers, config.phantoms), mp_context=ctx) as pool:
+        futures = [pool.submit(_training_phantom, config, i) for i in range(config.phantoms)]
+        try:
+            for f in futures:
+                yield f.result()
+        finally:
+            for f in futures:
+                f.cancel()
+
+
 def build_sources(config, cancel=None) -> list[Source]:
     """Generate/read every training image once (phantoms, DICOM paths, in-memory images).
 
@@ -175,19 +212,7 @@ def build_sources(config, cancel=None) -> list[Source]:
         sources.append(Source(clean, params, mask, kind, label, calc_mask, boundary))
 
     if config.phantoms:
-        from mammo_denoise.physics.phantom import make_phantom
-
-        for i in range(config.phantoms):
-            ph = make_phantom(
-                seed=_phantom_seed(config.seed, i),
-                shape=tuple(config.phantom_shape),
-                view="CC" if i % 2 == 0 else "MLO",
-                dose=1.0,
-            )
-            calc_mask = None
-            if config.calc_weight:
-                calc_mask = calcification_mask(ph.truth.shape, ph.calcifications,
-                                               float(ph.meta.pixel_spacing_mm[0]))
+        for i, (ph, calc_mask) in enumerate(_training_phantoms(config)):
             add(ph.truth, ph.params, ph.mask, "phantom", f"phantom {i}", calc_mask)
     for path in _expand_paths(config.paths):
         from mammo_denoise.io import read_mammogram
