@@ -295,3 +295,18 @@ def test_highpassed_input_needs_a_residual_network_and_survives_saving(tmp_path)
     path = save_model(den, tmp_path / "hp.safetensors")
     assert load_model(path).highpass_sigma == 2.5
     assert "input_highpass" not in make_denoiser("dncnn", seed=0).card
+
+
+def test_float32_on_cuda_turns_tf32_off_only_inside_the_block():
+    from mammo_denoise.inference import _no_tf32
+
+    cudnn, matmul = torch.backends.cudnn, torch.backends.cuda.matmul
+    before = (cudnn.enabled, cudnn.allow_tf32, matmul.allow_tf32)
+    cudnn.allow_tf32 = True
+    try:
+        with _no_tf32():
+            assert cudnn.allow_tf32 is False and matmul.allow_tf32 is False
+            assert cudnn.enabled == before[0]
+        assert cudnn.allow_tf32 is True and matmul.allow_tf32 == before[2]
+    finally:
+        cudnn.allow_tf32 = before[1]

@@ -340,6 +340,19 @@ def _row_blocks(h: int, w: int):
     return (slice(r, min(r + step, h)) for r in range(0, h, step))
 
 
+def _no_tf32():
+    """cuDNN and matmul in IEEE float32 inside the block; the global settings are restored."""
+    cudnn = torch.backends.cudnn
+    stack = ExitStack()
+    stack.enter_context(cudnn.flags(enabled=cudnn.enabled, benchmark=cudnn.benchmark,
+                                    deterministic=cudnn.deterministic, allow_tf32=False))
+    matmul = torch.backends.cuda.matmul
+    previous = matmul.allow_tf32
+    matmul.allow_tf32 = False
+    stack.callback(setattr, matmul, "allow_tf32", previous)
+    return stack
+
+
 def denoise_frame(frame: np.ndarray, transform: _Transform, denoiser, device: torch.device, *,
                   tile: int | None = DEFAULT_TILE, overlap: int | None = None, batch_size: int = 1,
                   amp: bool = True, on_batch: Callable[[int], None] | None = None,
@@ -380,6 +393,10 @@ def denoise_frame(frame: np.ndarray, transform: _Transform, denoiser, device: to
         autocast = torch.autocast("cuda", dtype=torch.float16)
     else:
         autocast = None
+    # cuDNN convolutions default to TF32 (10-bit mantissa): on an H100 that moved the U-Net's
+    # output by 7e-4 of the data range between tile layouts (benchmarks/cuda_check.py).
+    # amp=False promises float32, so TF32 is off there.
+    exact_fp32 = cuda and not amp
 
     for start in range(0, len(jobs), batch_size):
         if cancel is not None and cancel():
@@ -397,6 +414,8 @@ def denoise_frame(frame: np.ndarray, transform: _Transform, denoiser, device: to
             stack.enter_context(torch.inference_mode())
             if autocast is not None:
                 stack.enter_context(autocast)
+            if exact_fp32:
+                stack.enter_context(_no_tf32())
             res = denoiser.denoise_anscombe(x, 0.0)
         res = res.float().cpu().numpy()[:, 0]
         for (i, j), r in zip(batch, res):
@@ -467,7 +486,7 @@ def denoise(image, model="default", params=None, meta=None, device="auto", tile:
         ``DEFAULT_BATCH_GPU`` (2) on a GPU.
     progress : ``progress(done, total)`` in tiles, called after each batch.
     cancel : called before each batch; True raises ``Cancelled("denoising cancelled")``.
-    amp : half precision (fp16 autocast) on CUDA.
+    amp : half precision (fp16 autocast) on CUDA; False: IEEE float32 there (no TF32).
     """
     arr = np.asarray(image)
     if arr.dtype.kind not in "biuf":
