@@ -412,7 +412,7 @@ def sec_cuda(doc):
     if sp:
         s = sp["speed"]
         out.append(f"\n**{s['field'][0]}×{s['field'][1]} on the GPU ({s['gpu']})**, median of 5 after a warm-up "
-                   f"(`{sp['command']}`, {sp['date']}):\n\n| model | fp32 batch 2 | fp32 batch 8 | amp batch 2 (default) "
+                   f"(`{sp['command']}`, {sp['date']}):\n\n| model | fp32 batch 2 (default) | fp32 batch 8 | amp batch 2 "
                    "| amp batch 8 | peak GPU memory (amp, batch 2) |\n|---|---|---|---|---|---|\n")
         for model in sp["models"]:
             t = lambda k: s[f"{model} {k}"]["median_s"]  # noqa: E731

@@ -298,13 +298,13 @@ def test_highpassed_input_needs_a_residual_network_and_survives_saving(tmp_path)
 
 
 def test_float32_on_cuda_turns_tf32_off_only_inside_the_block():
-    from mammo_denoise.inference import _no_tf32
+    from mammo_denoise.inference import ieee_float32
 
     cudnn, matmul = torch.backends.cudnn, torch.backends.cuda.matmul
     before = (cudnn.enabled, cudnn.allow_tf32, matmul.allow_tf32)
     cudnn.allow_tf32 = True
     try:
-        with _no_tf32():
+        with ieee_float32():
             assert cudnn.allow_tf32 is False and matmul.allow_tf32 is False
             assert cudnn.enabled == before[0]
         assert cudnn.allow_tf32 is True and matmul.allow_tf32 == before[2]

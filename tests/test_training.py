@@ -535,3 +535,20 @@ def test_time_budget_stops_after_the_first_iteration_and_still_saves(tmp_path):
     assert card["training"]["patches_seen"] == config.batch_size  # one iteration of one epoch
     assert card["training"]["time_budget_s"] == 1e-6
     assert card["metrics"]["stopped_early"] is True
+
+
+def test_training_in_float32_leaves_the_callers_tf32_setting_alone(tmp_path):
+    cudnn = torch.backends.cudnn
+    before = cudnn.allow_tf32
+    cudnn.allow_tf32 = True
+    try:
+        train(tiny(tmp_path, epochs=1, iters_per_epoch=1))
+        assert cudnn.allow_tf32 is True
+    finally:
+        cudnn.allow_tf32 = before
+
+
+def test_amp_must_be_a_bool(tmp_path):
+    with pytest.raises(MammoDenoiseError) as info:
+        tiny(tmp_path, amp=None)
+    assert "amp must be True (fp16 autocast on CUDA) or False (float32), got None" in str(info.value)

@@ -105,7 +105,7 @@ class TrainConfig:
     name: str | None = None
     checkpoint: str | Path | None = None
     resume: bool = False
-    amp: bool | None = None
+    amp: bool = False
     log_every: int = 10
     command: str | None = None
 
@@ -196,8 +196,8 @@ class TrainConfig:
             _err(f"device must be auto, cpu, cuda, cuda:N or mps, got {self.device!r}")
         if int(self.num_workers) != self.num_workers or self.num_workers < 0:
             _err(f"num_workers must be an integer >= 0, got {self.num_workers!r}")
-        if self.amp not in (None, True, False):
-            _err(f"amp must be None (auto), True or False, got {self.amp!r}")
+        if self.amp not in (True, False):
+            _err(f"amp must be True (fp16 autocast on CUDA) or False (float32), got {self.amp!r}")
         for name in ("out", "checkpoint"):
             value = getattr(self, name)
             if value is not None:
