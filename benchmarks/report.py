@@ -418,6 +418,14 @@ def sec_cuda(doc):
             t = lambda k: s[f"{model} {k}"]["median_s"]  # noqa: E731
             out.append(f"| {model} | {t('fp32 batch 2'):.2f} s | {t('fp32 batch 8'):.2f} s | {t('amp batch 2'):.2f} s | "
                        f"{t('amp batch 8'):.2f} s | {s[f'{model} peak_gpu_mib amp batch 2']:.0f} MiB |\n")
+    pr = load("precision")
+    if pr:
+        out.append(f"\n**What half precision costs, on section 1's held-out crops** (CPU autocast standing in for "
+                   f"the GPU's; `{pr['command']}`, {pr['date']}): PSNR lost against float32, mean ± std over "
+                   f"{len(pr['rows'])} phantoms, and the worst phantom\n\n| model | fp16 | bf16 |\n|---|---|---|\n")
+        for model, r in pr["summary"].items():
+            cell = lambda q: f"{r[q]['mean']:.3f} ± {r[q]['std']:.3f} dB (worst {r[q]['max']:.2f} dB, seed {r[q]['worst_seed']})"  # noqa: E731
+            out.append(f"| {model} | {cell('fp16')} | {cell('bf16')} |\n")
     return "".join(out)
 
 
