@@ -306,6 +306,16 @@ def bm3d_anscombe(z, params, profile: str = "np"):
 
 
 # ----------------------------------------------------------------------------- models
+def _seconds_by_device(training: dict) -> dict:
+    """Training time per device type ("cpu", "cuda", ...), summed over the card's stages."""
+    stages = training.get("stages") or [training]
+    out: dict[str, float] = {}
+    for st in stages:
+        kind = str(st.get("device") or "?").split(":")[0]
+        out[kind] = out.get(kind, 0.0) + float(st.get("time_s") or 0.0)
+    return out
+
+
 @dataclass
 class ModelSpec:
     label: str
@@ -325,6 +335,7 @@ class ModelSpec:
             "training_command": tr.get("command"), "epochs": tr.get("epochs"),
             "patches_seen": tr.get("patches_seen"), "training_s": tr.get("time_s"),
             "training_device": tr.get("device"),
+            "training_s_by_device": _seconds_by_device(tr),
             "training_seed": tr.get("seed"), "training_phantoms": (tr.get("data") or {}).get("phantoms"),
             "sha256": self.card.get("sha256"),
         }

@@ -100,9 +100,13 @@ def training_budget(m) -> str:
     """How much training a model had: patches seen and time, so an untrained row is obvious."""
     if m.get("patches_seen") is None:
         return ""
-    t = m.get("training_s") or 0.0
-    when = f"{t / 3600:.1f} h" if t >= 3600 else f"{t / 60:.0f} min"
-    return f"{m['patches_seen']:,} patches, {when} {m.get('training_device') or ''}".rstrip()
+    def span(t):
+        return f"{t / 3600:.1f} h" if t >= 3600 else f"{t / 60:.0f} min"
+
+    by_device = m.get("training_s_by_device")
+    if by_device:
+        return f"{m['patches_seen']:,} patches, " + " + ".join(f"{span(t)} {d}" for d, t in by_device.items())
+    return f"{m['patches_seen']:,} patches, {span(m.get('training_s') or 0.0)} {m.get('training_device') or ''}".rstrip()
 
 
 def models_table(models):
