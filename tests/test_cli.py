@@ -298,3 +298,25 @@ def test_an_output_that_cannot_be_written_is_one_line_naming_it(low_dose, tmp_pa
     assert result.returncode == 2
     assert "Traceback" not in result.stderr and str(blocker) in result.stderr
     assert len(result.stderr.strip().splitlines()) == 1
+
+
+def test_train_on_cuda_without_workers_suggests_them(tmp_path, capsys, monkeypatch):
+    import torch
+
+    import mammo_denoise.cli as cli
+
+    monkeypatch.setattr(cli, "_cuda_available", lambda: True)
+    base = ["train", "--phantoms", "2", "--phantom-size", "128x128", "--epochs", "1", "--iters-per-epoch", "1",
+            "--patch", "32", "--batch-size", "2", "--device", "cpu"]
+    # --device cpu: no note, even where CUDA is available
+    assert main(base + ["--out", str(tmp_path / "a.safetensors")]) == 0
+    assert "--workers" not in capsys.readouterr().err
+    auto = [a if a != "cpu" else "auto" for a in base]
+    monkeypatch.setattr(cli, "_cuda_available", lambda: False)
+    assert main(auto + ["--out", str(tmp_path / "b.safetensors")]) == 0
+    assert "--workers" not in capsys.readouterr().err
+    monkeypatch.setattr(cli, "_cuda_available", lambda: True)
+    # the note is printed before training starts; the run itself stays on this machine's CPU
+    monkeypatch.setattr("mammo_denoise.training.loop._pick_device", lambda *a, **k: torch.device("cpu"))
+    assert main(auto + ["--out", str(tmp_path / "c.safetensors")]) == 0
+    assert "training on CUDA with --workers 0" in capsys.readouterr().err

@@ -302,6 +302,12 @@ def cmd_demo(args) -> int:
     return 0
 
 
+def _cuda_available() -> bool:
+    import torch
+
+    return torch.cuda.is_available()
+
+
 def cmd_train(args) -> int:
     from mammo_denoise.training import TrainConfig, describe, train
 
@@ -319,6 +325,9 @@ def cmd_train(args) -> int:
         **dose_kw)
     if _torchrun_rank() == 0:  # as with the epoch lines, rank 0 alone speaks
         print(describe(config))
+        if args.workers == 0 and args.device in ("auto", "cuda") and _cuda_available():
+            print("note: training on CUDA with --workers 0: the GPU will wait for noisy patches "
+                  "made on one CPU core; --workers 4 (or more) makes them in parallel", file=sys.stderr)
 
     def report(msg):
         kind = type(msg).__name__
