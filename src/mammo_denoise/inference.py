@@ -38,7 +38,8 @@ import math
 import os
 import warnings
 from collections.abc import Callable, Sequence
-from contextlib import ExitStack, contextmanager
+from contextlib import ExitStack, contextmanager, nullcontext
+from functools import partial
 
 import numpy as np
 import torch
@@ -387,16 +388,16 @@ def denoise_frame(frame: np.ndarray, transform: _Transform, denoiser, device: to
 
     cuda = device.type == "cuda"
     channels_last = device.type in ("cpu", "cuda")  # measured 2x faster on CPU; tensor cores on CUDA
-    if cuda and amp:
-        # fp16 rather than bf16: 11-bit mantissa; direct models output the signal itself, where
-        # bf16's 8 bits would cost visible precision. Activations here stay far below fp16's range.
-        autocast = torch.autocast("cuda", dtype=torch.float16)
+    # On CUDA either fp16 autocast (amp) or IEEE float32. fp16 rather than bf16: its 11-bit
+    # mantissa; a network that sees the signal level loses 2 dB in bf16 (benchmarks/precision.py).
+    # Float32 with TF32 off: cuDNN's default TF32 moved the U-Net's output by 7e-4 of the data
+    # range between tile layouts on an H100 (benchmarks/cuda_check.py).
+    if not cuda:
+        precision = nullcontext
+    elif amp:
+        precision = partial(torch.autocast, "cuda", dtype=torch.float16)
     else:
-        autocast = None
-    # cuDNN convolutions default to TF32 (10-bit mantissa): on an H100 that moved the U-Net's
-    # output by 7e-4 of the data range between tile layouts (benchmarks/cuda_check.py).
-    # amp=False promises float32, so TF32 is off there.
-    exact_fp32 = cuda and not amp
+        precision = ieee_float32
 
     for start in range(0, len(jobs), batch_size):
         if cancel is not None and cancel():
@@ -412,10 +413,7 @@ def denoise_frame(frame: np.ndarray, transform: _Transform, denoiser, device: to
             x = x.contiguous(memory_format=torch.channels_last)
         with ExitStack() as stack:
             stack.enter_context(torch.inference_mode())
-            if autocast is not None:
-                stack.enter_context(autocast)
-            if exact_fp32:
-                stack.enter_context(ieee_float32())
+            stack.enter_context(precision())
             res = denoiser.denoise_anscombe(x, 0.0)
         res = res.float().cpu().numpy()[:, 0]
         for (i, j), r in zip(batch, res):
