@@ -180,6 +180,14 @@ def write_result(name: str, payload: dict, started: float, out_dir: Path | None 
     return path
 
 
+def load_result(name: str, out_dir: Path | None = None) -> dict:
+    """A previous ``results/<name>.json``."""
+    path = (Path(out_dir) if out_dir else RESULTS) / f"{name}.json"
+    if not path.exists():
+        raise SystemExit(f"{path}: no such result")
+    return json.loads(path.read_text())
+
+
 def _json_default(obj):
     if isinstance(obj, (np.floating, np.integer)):
         return obj.item()

@@ -27,6 +27,12 @@ sigma_image is measured after removing a least-squares plane from the window
 (c) The strength trade-off: the default model and BM3D at ``--strengths`` below 1
 (``inference.apply_strength``: ``noisy + s * (denoised - noisy)``), computed from the same
 outputs, to show what calcification contrast costs in PSNR for each.
+
+``--carry LABEL ...`` copies those models' rows from the previous ``results/<name>.json`` instead
+of running them (weights that are no longer on this machine, or that are too slow to rerun for a
+new row). The rows are only comparable if nothing that scores them changed, so carrying is refused
+unless every method the two runs share (the noisy input, BM3D, and each model with the same
+weights sha256) scores the same on every phantom, within ``CARRY_TOLERANCE_DB``.
 """
 
 from __future__ import annotations
@@ -44,6 +50,8 @@ import common as C  # noqa: E402
 from mammo_denoise.inference import apply_strength  # noqa: E402
 
 
+CARRY_TOLERANCE_DB = 1e-6
+SETTINGS_THAT_SCORE = ("phantoms", "seeds", "size", "phantom_shape", "dose", "tile")
 CALC_SIZE_CLASSES = {"0.1-0.2 mm": (0.0, 0.2), "0.2-0.5 mm": (0.2, np.inf)}
 
 
@@ -64,6 +72,63 @@ def calc_by_size(rows_method, rows_truth) -> dict:
                       "ratio": float(c[sel].mean() / t[sel].mean()) if sel.any() else None,
                       "cnr": float(np.nanmean(k[sel])) if sel.any() and np.isfinite(k[sel]).any() else None}
     return out
+
+
+def _where(previous: dict) -> str:
+    return f"results/{previous.get('benchmark', 'quality')}.json of {previous.get('date')}"
+
+
+def check_carry(previous: dict, labels: list[str], settings: dict, run_labels: list[str]) -> None:
+    """Before any work: the previous run was scored the same way and has the rows asked for."""
+    where = _where(previous)
+    for key in SETTINGS_THAT_SCORE:
+        if previous["settings"].get(key) != settings[key]:
+            raise SystemExit(f"--carry: {where} was run with {key}={previous['settings'].get(key)}, "
+                             f"this run with {settings[key]}")
+    prev_models = {m["label"]: m for m in previous.get("models", [])}
+    missing = [lab for lab in labels if lab not in previous["per_phantom"] or lab not in prev_models]
+    if missing:
+        raise SystemExit(f"--carry: {where} has no model row {', '.join(missing)}")
+    clash = [lab for lab in labels if lab in run_labels]
+    if clash:
+        raise SystemExit(f"--carry: {', '.join(clash)} also run in this run; rename it or drop it from --carry")
+
+
+def carry_rows(previous: dict, labels: list[str], per: dict, settings: dict, models: list[dict]) -> list[dict]:
+    """The previous run's rows for ``labels``, verified comparable with this run (module docstring).
+
+    Returns their model descriptions, each with ``carried_from``; adds their per-phantom rows to
+    ``per``. Raises SystemExit naming what differs.
+    """
+    where = _where(previous)
+    prev_models = {m["label"]: m for m in previous.get("models", [])}
+
+    # Pair this run's methods with the previous run's: by name for the model-free methods, by
+    # weights for the models (a label may now name other weights).
+    prev_by_sha = {m["sha256"]: m["label"] for m in prev_models.values() if m.get("sha256")}
+    pairs = [(m, m) for m in ("Noisy", C.GAUSSIAN, C.BM3D) if m in per and m in previous["per_phantom"]]
+    pairs += [(m["label"], prev_by_sha[m["sha256"]]) for m in models if m.get("sha256") in prev_by_sha]
+    if not any(now in {m["label"] for m in models} for now, _ in pairs):
+        raise SystemExit(f"--carry: no model of this run has the same weights as one in {where}, so "
+                         "nothing shows the inference path scores as it did; add one of its models")
+    for now, before in pairs:
+        for a, b in zip(per[now], previous["per_phantom"][before]):
+            if abs(a["psnr"] - b["psnr"]) > CARRY_TOLERANCE_DB:
+                raise SystemExit(f"--carry: {now} scores {a['psnr']:.6f} dB on phantom {a['seed']} against "
+                                 f"{b['psnr']:.6f} dB in {where} (as {before}); what scores the rows changed, "
+                                 "so rerun the carried models instead")
+    verified = [now if now == before else f"{now} (was {before})" for now, before in pairs]
+    print(f"--carry: {len(pairs)} shared methods score identically on {settings['phantoms']} phantoms: "
+          f"{', '.join(verified)}")
+    carried = []
+    for lab in labels:
+        per[lab] = previous["per_phantom"][lab]
+        # A row carried twice keeps the date of the run that computed it.
+        origin = prev_models[lab].get("carried_from") or {"date": previous.get("date"),
+                                                          "git_head": previous.get("git_head")}
+        carried.append(dict(prev_models[lab], carried_from={
+            "date": origin["date"], "git_head": origin["git_head"], "verified_by": verified}))
+    return carried
 
 
 def score(img, case: C.Case, truth_contrast, full_contrast) -> dict:
@@ -104,11 +169,14 @@ def main(argv=None):
     ap.add_argument("--examples", type=int, default=1, help="phantoms drawn as PNG panels")
     ap.add_argument("--name", default="quality", help="result file stem")
     ap.add_argument("--allow-untrained", action="store_true", help="smoke tests only")
+    ap.add_argument("--carry", nargs="*", default=[], metavar="LABEL",
+                    help="model rows copied from the previous results/<name>.json, not run (see above)")
     ap.add_argument("--strengths", type=float, nargs="*", default=[0.9, 0.8, 0.7],
                     help="strengths below 1 scored for the default model and BM3D (section (c))")
     args = ap.parse_args(argv)
     started = time.perf_counter()
     threads = C.set_threads(args.threads)
+    previous = C.load_result(args.name) if args.carry else None
 
     specs = C.parse_models(args.models)
     specs = [s for s in specs if args.allow_untrained or C.is_trained(s)]
@@ -118,6 +186,16 @@ def main(argv=None):
     print(f"{len(seeds)} phantoms {args.phantom_shape}, crop {args.size}, dose {args.dose}; "
           f"models: {[s.label for s in specs]}; default: {default.label if default else None}; "
           f"threads {threads}")
+    tile = args.tile or None
+    settings = {"phantoms": args.phantoms, "seeds": [seeds[0], seeds[-1]], "size": args.size,
+                "phantom_shape": list(args.phantom_shape), "dose": args.dose, "tile": tile,
+                "threads": threads, "views": "CC for even seeds, MLO for odd",
+                "input": "binomial thinning of the phantom's full-dose photon counts (exact Poisson-Gaussian)",
+                "params": "true detector NoiseParams passed to every method",
+                "reference_b": "offset + dose * (z_full - offset)",
+                "metrics_source": C.METRICS_SOURCE}
+    if args.carry:
+        check_carry(previous, args.carry, settings, [s.label for s in specs])
     denoisers = {s.label: C.load(s) for s in specs}
 
     methods = ["Noisy", C.GAUSSIAN] + ([C.BM3D] if use_bm3d else []) + list(denoisers)
@@ -127,7 +205,6 @@ def main(argv=None):
     per = {m: [] for m in refs + methods + blends}
     times = {m: [] for m in methods}
     examples = []
-    tile = args.tile or None
     for i, seed in enumerate(seeds):
         case = C.make_case(seed, args.dose, args.phantom_shape, args.size)
         tc = C.calc_contrast(case.truth, case) if case.calcs else None
@@ -153,11 +230,16 @@ def main(argv=None):
         line = "  ".join(f"{m.split(' ')[0]} {per[m][-1]['psnr']:.2f}/{per[m][-1]['ssim']:.3f}" for m in methods)
         print(f"[{i + 1}/{len(seeds)}] seed {seed} crop {case.crop} calcs {len(case.calcs)}: {line}", flush=True)
 
+    models = [s.describe() for s in specs]
+    if args.carry:
+        models += carry_rows(previous, args.carry, per, settings, models)
+        methods += args.carry
+
     keys = ["psnr", "ssim", "sigma_image", "calc_contrast_ratio", "cnr", "psnr_full", "ssim_full",
             "calc_contrast_ratio_full"]
     summary = {m: {k: C.mean_std([r.get(k) for r in per[m]]) for k in keys} for m in per}
     for m in methods:
-        summary[m]["time_s"] = C.mean_std(times[m])
+        summary[m]["time_s"] = C.mean_std(times[m]) if m in times else previous["summary"][m]["time_s"]
     with_calcs = [i for i, r in enumerate(per["Truth (noise-free)"]) if "calc_contrasts" in r]
     for m in per:
         summary[m]["calc_by_size"] = calc_by_size([per[m][i] for i in with_calcs],
@@ -185,14 +267,8 @@ def main(argv=None):
     png = plot_examples(examples, args.name) if examples else None
     seed_check = C.check_seed_disjoint(specs, seeds)
     C.write_result(args.name, {
-        "settings": {"phantoms": args.phantoms, "seeds": [seeds[0], seeds[-1]], "size": args.size,
-                     "phantom_shape": list(args.phantom_shape), "dose": args.dose, "tile": tile,
-                     "threads": threads, "views": "CC for even seeds, MLO for odd",
-                     "input": "binomial thinning of the phantom's full-dose photon counts (exact Poisson-Gaussian)",
-                     "params": "true detector NoiseParams passed to every method",
-                     "reference_b": "offset + dose * (z_full - offset)",
-                     "metrics_source": C.METRICS_SOURCE},
-        "models": [s.describe() for s in specs],
+        "settings": settings,
+        "models": models,
         "default_model": default.label if default else None,
         "seed_disjoint": seed_check,
         "methods": methods,

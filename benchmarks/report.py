@@ -116,7 +116,9 @@ def models_table(models):
              "|---|---|---|---|---|---|---|---|"]
     for m in models:
         cmd = (m.get("training_command") or "").replace("|", "\\|")
-        lines.append(f"| {m['label']} | {m['architecture']} | `{(m.get('sha256') or '')[:10]}` | {m.get('noise_model')} | "
+        carried = m.get("carried_from")
+        label = m["label"] + (f" (row carried from the run of {carried['date'][:10]})" if carried else "")
+        lines.append(f"| {label} | {m['architecture']} | `{(m.get('sha256') or '')[:10]}` | {m.get('noise_model')} | "
                      f"{m.get('dose_range')} | {m.get('epochs')} | {training_budget(m)} | `{cmd[:160]}` |")
     return "\n".join(lines) + "\n"
 
