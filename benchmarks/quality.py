@@ -239,7 +239,9 @@ def main(argv=None):
             "calc_contrast_ratio_full"]
     summary = {m: {k: C.mean_std([r.get(k) for r in per[m]]) for k in keys} for m in per}
     for m in methods:
-        summary[m]["time_s"] = C.mean_std(times[m]) if m in times else previous["summary"][m]["time_s"]
+        # A carried row's time came from another run, on a machine that may have run faster or
+        # slower: times compare only within one run, so it gets none.
+        summary[m]["time_s"] = C.mean_std(times.get(m, []))
     with_calcs = [i for i, r in enumerate(per["Truth (noise-free)"]) if "calc_contrasts" in r]
     for m in per:
         summary[m]["calc_by_size"] = calc_by_size([per[m][i] for i in with_calcs],

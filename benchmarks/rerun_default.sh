@@ -20,6 +20,7 @@ step() { echo "== $(date -u +%H:%M:%S) $*"; "$@"; }
 # shellcheck disable=SC2086  # the carried labels are words
 step python benchmarks/quality.py --phantoms 20 --size 512 --default-model mammo-unet \
     --models mammo-unet eckert-resnet "$label=$previous" --carry $carried
+step python benchmarks/card_metrics.py
 step python benchmarks/speed.py --default-model mammo-unet --models mammo-unet eckert-resnet \
     --timing-architectures dncnn cae
 step python benchmarks/nps.py --slab 1024 --phantoms 3 --size 256 --realisations 4
