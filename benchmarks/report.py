@@ -25,8 +25,8 @@ OUT = C.ROOT / "BENCHMARKS.md"
 #: Sizes and rough wall time on the 2-core shared CPU (BM3D dominates).
 SIZES = {
     "quality": "20 phantoms 1024², 512² crops scored, each method run on the crop + 64 px (as on the whole "
-               "frame), dose 0.2; 15.1 min with every row of section 1 (BM3D ~15 s/window, the Eckert ResNet "
-               "~16 s, DnCNN ~4 s, each U-Net ~0.24 s)",
+               "frame), dose 0.2; 8 min with three networks run and the other rows carried (BM3D 10-17 s/window, "
+               "the Eckert ResNet 11-20 s, DnCNN ~4 s, each U-Net 0.15-0.3 s, by machine speed)",
     "dose_sweep": "6 phantoms × 6 doses, 512² crops; ~14 min (BM3D)",
     "nps": "1024² slab; 3 phantoms × 4 realisations, 256² crops; ~2–4 min",
     "speed": "3328×2560 per model, BM3D full field once, memory at 2048², 3328×2560, 4096×3328; ~14 min "
@@ -462,7 +462,12 @@ def main(argv=None):
              "lent for one session); every number below "
              "comes from the JSON next to it, which records the machine, date and exact command. Test phantoms "
              "use seeds 10 000+ (training phantoms use hashed seeds; disjointness is checked against each model "
-             "card). BM3D (`bm3d` 4.0.3, non-commercial licence) is imported only by the benchmark scripts.\n\n"
+             "card). BM3D (`bm3d` 4.0.3, non-commercial licence) is imported only by the benchmark scripts. "
+             "When the default's weights change, `bash benchmarks/rerun_default.sh PREVIOUS.safetensors LABEL` "
+             "reruns every CPU benchmark that measures it, writes section 1's held-out numbers into the "
+             "shipped cards (`benchmarks/card_metrics.py`) and regenerates this file; section 1 keeps the "
+             "rows of models whose weights are no longer at hand (`quality.py --carry`, refused unless the "
+             "methods both runs share score identically).\n\n"
              "| benchmark | command | sizes, time | status |\n|---|---|---|---|\n"]
     docs = {name: load(name) for name, _, _ in SECTIONS}
     for name, title, _ in SECTIONS:

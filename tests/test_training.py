@@ -9,6 +9,7 @@ import pytest
 import torch
 
 from mammo_denoise.errors import Cancelled, MammoDenoiseError
+from mammo_denoise.models import list_models
 from mammo_denoise.physics.anscombe import expected_anscombe
 from mammo_denoise.physics.params import NoiseParams
 from mammo_denoise.physics.phantom import make_phantom
@@ -478,7 +479,9 @@ def test_finetuning_keeps_the_models_own_architecture(tmp_path):
     mse = train(tiny(tmp_path / "mse", epochs=1, loss="mse"))
     assert TrainConfig(init=mse).loss == "mse" and TrainConfig(init=mse, loss="mse+ssim").loss == "mse+ssim"
     shipped = TrainConfig(init="mammo-unet")  # the shipped default's objective, from its card
-    assert (shipped.loss, shipped.calc_weight) == ("mse", 40.0)
+    card = next(m.card for m in list_models() if m.name == "mammo-unet")["training"]
+    assert card["calc_weight"] > 0 and card["loss"] == "mse"
+    assert (shipped.loss, shipped.calc_weight) == (card["loss"], card["calc_weight"])
     assert (TrainConfig().calc_weight, TrainConfig(init="mammo-unet", calc_weight=0).calc_weight) == (0.0, 0.0)
     # Given and different, they are an error instead of being silently ignored.
     with pytest.raises(MammoDenoiseError, match=f"cannot fine-tune {base} as a dncnn: it is a unet"):
