@@ -106,7 +106,10 @@ def training_budget(m) -> str:
     by_device = m.get("training_s_by_device")
     if by_device:
         return f"{m['patches_seen']:,} patches, " + " + ".join(f"{span(t)} {d}" for d, t in by_device.items())
-    return f"{m['patches_seen']:,} patches, {span(m.get('training_s') or 0.0)} {m.get('training_device') or ''}".rstrip()
+    # Rows recorded before the per-device split: the time is summed over every stage, the device
+    # is the last stage's only.
+    device = f", last stage on {m['training_device']}" if m.get("training_device") else ""
+    return f"{m['patches_seen']:,} patches, {span(m.get('training_s') or 0.0)} in all{device}"
 
 
 def models_table(models):
