@@ -48,9 +48,9 @@ def main() -> None:
         if label is None:
             print(f"{info.name}: not in results/quality.json of {doc['date']} with these weights; card left alone")
             continue
-        card_path = Path(info.path).with_suffix(".json")
-        card = json.loads(card_path.read_text())
-        card.setdefault("metrics", {})["held_out"] = held_out(doc, label)
+        card = dict(info.card)
+        card["metrics"] = {**card.get("metrics", {}), "held_out": held_out(doc, label)}
+        card_path = info.path.with_suffix(".json")
         card_path.write_text(json.dumps(card, indent=2) + "\n")
         h = card["metrics"]["held_out"]
         print(f"{info.name} (row {label}): PSNR {h['psnr_db']} dB ({h['psnr_minus_bm3d_db']:+} over BM3D), "
