@@ -21,6 +21,9 @@ step() { echo "== $(date -u +%H:%M:%S) $*"; "$@"; }
 step python benchmarks/quality.py --phantoms 20 --size 512 --default-model mammo-unet \
     --models mammo-unet eckert-resnet "$label=$previous" --carry $carried
 step python benchmarks/card_metrics.py
+# The same on 20 further phantoms, networks only: how much section 1's set of phantoms decides.
+step python benchmarks/quality.py --phantoms 20 --seed0 10020 --size 512 --default-model mammo-unet \
+    --models mammo-unet "$label=$previous" --no-bm3d --examples 0 --strengths --name quality_replicate
 step python benchmarks/speed.py --default-model mammo-unet --models mammo-unet eckert-resnet \
     --timing-architectures dncnn cae
 step python benchmarks/nps.py --slab 1024 --phantoms 3 --size 256 --realisations 4
