@@ -284,6 +284,24 @@ def test_denoise_strength_keeps_that_share_of_what_the_network_removed(low_dose,
     assert "at strength 0.5" in pydicom.dcmread(half).DerivationDescription
 
 
+def test_denoise_amp_reaches_the_network_and_changes_nothing_on_cpu(low_dose, tmp_path, monkeypatch):
+    from mammo_denoise import inference
+
+    seen, real = [], inference.denoise
+
+    def spy(*args, **kwargs):
+        seen.append(kwargs["amp"])
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(inference, "denoise", spy)
+    src, _ = low_dose
+    plain, amp = tmp_path / "plain.dcm", tmp_path / "amp.dcm"
+    assert main(["denoise", str(src), "-o", str(plain), "--device", "cpu", "--quiet"]) == 0
+    assert main(["denoise", str(src), "-o", str(amp), "--device", "cpu", "--amp", "--quiet"]) == 0
+    assert seen == [False, True]
+    np.testing.assert_array_equal(read_mammogram(plain)[0], read_mammogram(amp)[0])
+
+
 def test_denoise_strength_out_of_range_is_rejected_by_the_parser(low_dose, tmp_path):
     result = run_cli("denoise", str(low_dose[0]), "-o", str(tmp_path / "x.dcm"), "--strength", "2")
     assert result.returncode == 2

