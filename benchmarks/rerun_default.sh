@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # After the shipped default's weights change: rerun every CPU benchmark that measures the default,
-# then regenerate BENCHMARKS.md and the README's screenshots. About 55 min on the 2-core machine;
+# then regenerate BENCHMARKS.md and the README's screenshots. 30-55 min on the 2-core machine,
+# by its speed;
 # run it on an otherwise idle machine (speed.py times wall clock). The readings
 # (benchmarks/readings/*.md) are written by hand afterwards, from the new numbers.
 #
