@@ -33,8 +33,8 @@ SIZES = {
              "(quiet machine)",
     "robustness": "10 detector settings + FOR PRESENTATION × 4 phantoms, 512² crops; ~2–4 min",
     "field_edge": "6 phantoms 1024², 2 corner crops of 256² each, each network with and without field_parts; ~1.5 min",
-    "cuda_check_agreement": "a lent GPU: 3328×2560 × 2 models × 4 settings × 6 runs; 2 phantoms 1024² × 2 models × "
-                            "4 runs (CPU reference included); ~6 min",
+    "cuda_check_agreement": "a lent GPU: 3328×2560 × 2 models × 4 settings × 6 runs (~1.5 min); 4 phantoms 1024² × "
+                            "2 models × 4 runs, the CPU reference included (~5-7 min)",
 }
 
 COMMANDS = {
@@ -405,8 +405,9 @@ def sec_cuda(doc):
     out = [header(doc)]
     sp = load("cuda_check_speed")
     a = doc["agreement"]
-    out.append(f"- cuDNN TF32 {'on' if a.get('cudnn_tf32') else 'off'}, matmul TF32 "
-               f"{'on' if a.get('tf32_matmul') else 'off'} during the run. Differences are the largest "
+    out.append(f"- PyTorch's global flags during the run: cuDNN TF32 {'on' if a.get('cudnn_tf32') else 'off'}, "
+               f"matmul TF32 {'on' if a.get('tf32_matmul') else 'off'} (`denoise` turns both off around the "
+               "network unless `amp=True`). Differences are the largest "
                "over the image, as a fraction of the data range; PSNR inside the breast against the "
                "noise-free truth at 20 % dose (not the crop of section 1).\n\n")
     out.append("| model | phantoms | PSNR CPU fp32 / CUDA fp32 / CUDA amp | max diff CUDA fp32 vs CPU | "
