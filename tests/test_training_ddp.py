@@ -11,6 +11,8 @@ import textwrap
 import time
 from pathlib import Path
 
+import pytest
+
 
 SCRIPT = textwrap.dedent('''
     import hashlib, os, sys
@@ -30,7 +32,7 @@ SCRIPT = textwrap.dedent('''
     loop._make_model = keep
     cfg = TrainConfig(phantoms=3, phantom_shape=(64, 64), arch_kwargs={"base": 4, "depth": 2},
                       patch=16, batch_size=2, epochs=2, iters_per_epoch=3, val_patches=4,
-                      seed=11, out=out_dir / "ddp.safetensors", command="ddp test")
+                      seed=11, device="cpu", out=out_dir / "ddp.safetensors", command="ddp test")
     path = train(cfg)
     flat = torch.cat([p.detach().flatten() for p in held["den"].net.parameters()])
     digest = hashlib.sha256(flat.numpy().tobytes()).hexdigest()
@@ -90,7 +92,7 @@ def test_world_size_argument_spawns_ranks_and_forwards_progress(tmp_path):
 
     cfg = TrainConfig(phantoms=3, phantom_shape=(64, 64), arch_kwargs={"base": 4, "depth": 2},
                       patch=16, batch_size=2, epochs=1, iters_per_epoch=2, val_patches=4,
-                      seed=12, out=tmp_path / "spawned.safetensors", command="spawn test")
+                      seed=12, device="cpu", out=tmp_path / "spawned.safetensors", command="spawn test")
     msgs = []
     path = train(cfg, progress=msgs.append, world_size=2)
     assert path == cfg.out and path.is_file()
@@ -105,7 +107,7 @@ def test_the_train_command_runs_under_torchrun_and_speaks_once(tmp_path):
         "-m", "mammo_denoise.cli", "train", "--out", str(tmp_path / "cli.safetensors"),
         "--phantoms", "3", "--phantom-size", "64x64", "--patch", "16", "--batch-size", "2",
         "--epochs", "2", "--iters-per-epoch", "2", "--arch-option", "base=4",
-        "--arch-option", "depth=2", "--seed", "5")
+        "--arch-option", "depth=2", "--seed", "5", "--device", "cpu")
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     lines = proc.stdout.splitlines()
     assert sum(line.startswith("unet (fresh) on 3 phantoms") for line in lines) == 1
@@ -113,3 +115,24 @@ def test_the_train_command_runs_under_torchrun_and_speaks_once(tmp_path):
     card = json.loads((tmp_path / "cli.json").read_text())
     assert card["training"]["world_size"] == 2
     assert card["training"]["patches_seen"] == 2 * 2 * 2 * 2  # epochs * iterations * batch * ranks
+
+
+def test_more_ranks_than_gpus_is_a_clear_error(monkeypatch):
+    # NCCL would fail later with "Duplicate GPU detected"; a 1-GPU machine asked for 2 ranks.
+    import torch
+
+    from mammo_denoise.errors import MammoDenoiseError
+    from mammo_denoise.training.loop import _pick_device
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 1)
+    for pref in ("auto", "cuda"):
+        with pytest.raises(MammoDenoiseError) as info:
+            _pick_device(pref, 1, distributed=True, local_world=2)
+        assert str(info.value) == (
+            "2 training processes on this machine but 1 CUDA GPU: distributed training needs one "
+            "GPU per process; start at most 1 (torchrun --nproc_per_node 1), or train on the CPU "
+            "with --device cpu")
+    assert _pick_device("auto", 0, distributed=True, local_world=1) == torch.device("cuda", 0)
+    assert _pick_device("cuda", 0, distributed=False, local_world=2) == torch.device("cuda", 0)
+    assert _pick_device("cpu", 1, distributed=True, local_world=2) == torch.device("cpu")

@@ -73,7 +73,7 @@ def _init_from_env(device_pref: str) -> _Dist:
     world = _env_world_size()
     if dist.is_initialized():
         return _Dist(dist.get_rank(), dist.get_world_size(), local, owns_group=False)
-    device = _pick_device(device_pref, local, distributed=True)
+    device = _pick_device(device_pref, local, distributed=True, local_world=_local_world_size())
     if device.type == "cuda":
         torch.cuda.set_device(device)
     dist.init_process_group(_backend_for(device), rank=rank, world_size=world)
@@ -81,10 +81,30 @@ def _init_from_env(device_pref: str) -> _Dist:
 
 
 # ----------------------------------------------------------------------------- devices
-def _pick_device(pref: str, local_rank: int = 0, distributed: bool = False) -> torch.device:
+def _local_world_size() -> int:
+    """Training processes on this machine: torchrun's LOCAL_WORLD_SIZE, else the whole world."""
+    try:
+        return int(os.environ["LOCAL_WORLD_SIZE"])
+    except (KeyError, ValueError):
+        return _env_world_size()
+
+
+def _cuda_for_rank(local_rank: int, distributed: bool, local_world: int) -> torch.device:
+    # NCCL refuses two ranks on one GPU ("Duplicate GPU detected"); say so before it does.
+    count = torch.cuda.device_count()
+    if distributed and local_world > count:
+        raise MammoDenoiseError(
+            f"{local_world} training processes on this machine but {count} CUDA GPU"
+            f"{'' if count == 1 else 's'}: distributed training needs one GPU per process; start "
+            f"at most {count} (torchrun --nproc_per_node {count}), or train on the CPU with --device cpu")
+    return torch.device("cuda", local_rank % count)
+
+
+def _pick_device(pref: str, local_rank: int = 0, distributed: bool = False,
+                 local_world: int = 1) -> torch.device:
     if pref == "auto":
         if torch.cuda.is_available():
-            return torch.device("cuda", local_rank % torch.cuda.device_count())
+            return _cuda_for_rank(local_rank, distributed, local_world)
         mps = getattr(torch.backends, "mps", None)
         # MPS has no multi-process backend: DDP on a Mac runs on the CPU.
         if not distributed and mps is not None and mps.is_available():
@@ -94,7 +114,7 @@ def _pick_device(pref: str, local_rank: int = 0, distributed: bool = False) -> t
         if not torch.cuda.is_available():
             raise MammoDenoiseError(f"device {pref!r} requested but CUDA is not available")
         if pref == "cuda":
-            return torch.device("cuda", local_rank % torch.cuda.device_count())
+            return _cuda_for_rank(local_rank, distributed, local_world)
     if pref == "mps" and distributed:
         raise MammoDenoiseError("distributed training is not supported on MPS; use device='cpu'")
     return torch.device(pref)
@@ -233,7 +253,7 @@ def train(
 def _run(config: TrainConfig, progress, cancel, dctx: _Dist) -> Path:
     import torch.distributed as dist
 
-    device = _pick_device(config.device, dctx.local_rank, dctx.enabled)
+    device = _pick_device(config.device, dctx.local_rank, dctx.enabled, _local_world_size())
     is_main = dctx.rank == 0
     emit = progress if (progress is not None and is_main) else (lambda msg: None)
     out = config.resolved_out()
@@ -614,7 +634,7 @@ def _jsonable(obj):
 def _spawn_entry(rank, world_size, init_method, config, queue, stop_event):
     import torch.distributed as dist
 
-    device = _pick_device(config.device, rank, distributed=True)
+    device = _pick_device(config.device, rank, distributed=True, local_world=world_size)
     if device.type == "cpu":
         # The ranks share the machine's cores; oversubscription slows every rank down.
         torch.set_num_threads(max(1, (os.cpu_count() or 1) // world_size))
