@@ -133,6 +133,10 @@ def test_more_ranks_than_gpus_is_a_clear_error(monkeypatch):
             "2 training processes on this machine but 1 CUDA GPU: distributed training needs one "
             "GPU per process; start at most 1 (torchrun --nproc_per_node 1), or train on the CPU "
             "with --device cpu")
+    from mammo_denoise.training import TrainConfig, train
+
+    with pytest.raises(MammoDenoiseError, match=r"^2 training processes on this machine but 1 CUDA GPU"):
+        train(TrainConfig(phantoms=1, phantom_shape=(64, 64)), world_size=2)  # before any rank starts
     assert _pick_device("auto", 0, distributed=True, local_world=1) == torch.device("cuda", 0)
     assert _pick_device("cuda", 0, distributed=False, local_world=2) == torch.device("cuda", 0)
     assert _pick_device("cpu", 1, distributed=True, local_world=2) == torch.device("cpu")

@@ -235,6 +235,7 @@ def train(
     if not isinstance(config, TrainConfig):
         raise MammoDenoiseError(f"train() needs a TrainConfig, got {type(config).__name__}")
     if world_size is not None and world_size > 1 and _env_world_size() <= 1:
+        _pick_device(config.device, 0, distributed=True, local_world=world_size)  # fail before spawning
         return _spawn(config, progress, cancel, world_size)
     dist_ctx = _init_from_env(config.device) if _env_world_size() > 1 else _Dist()
     try:
