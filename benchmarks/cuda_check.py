@@ -1,6 +1,6 @@
 """The CUDA inference path: the same answer as the CPU's, and its speed on the GPU.
 
-    python benchmarks/cuda_check.py [--part speed|agreement|all] [--seeds ...]
+    python benchmarks/cuda_check.py [--part speed|agreement|layout|all] [--seeds ...]
                                     [--models mammo-unet eckert-resnet]
 
 Needs a CUDA GPU (it exits with a message otherwise); CI never runs it.
@@ -13,6 +13,8 @@ Needs a CUDA GPU (it exits with a message otherwise); CI never runs it.
 * speed: a 3328 x 2560 field (the quality bar's size) on the GPU, float32 and fp16 autocast,
   at batch sizes 2 (the default) and 8; median of 5 after a warm-up. The time includes the
   Anscombe round trip on the host and the copies, as a user sees it.
+* layout: the network alone on a batch of 2 default tiles, float32 and fp16, in NCHW and in
+  channels_last (NHWC): where the NHWC layout helps (``inference.use_channels_last``).
 """
 from __future__ import annotations
 
@@ -99,9 +101,43 @@ def speed(models) -> dict:
     return out
 
 
+def layout(models) -> dict:
+    """The network alone on one batch of 2 default tiles (with their overlap), per precision and
+    memory layout: does channels_last help on this GPU? Median of 20 after 5 warm-ups."""
+    import torch
+
+    from mammo_denoise.inference import DEFAULT_TILE, ieee_float32
+    from mammo_denoise.models import load_model
+
+    out = {}
+    for name in models:
+        den = load_model(name, device="cuda").eval()
+        side = DEFAULT_TILE + 2 * den.default_overlap
+        x0 = torch.randn(2, 1, side, side, device="cuda", generator=torch.Generator("cuda").manual_seed(0))
+        for amp in (False, True):
+            for fmt in ("contiguous", "channels_last"):
+                mf = torch.channels_last if fmt == "channels_last" else torch.contiguous_format
+                den.to(memory_format=mf)
+                x = x0.contiguous(memory_format=mf)
+                precision = (lambda: torch.autocast("cuda", dtype=torch.float16)) if amp else ieee_float32
+                times = []
+                with torch.inference_mode(), precision():
+                    for i in range(25):
+                        torch.cuda.synchronize()
+                        t = time.perf_counter()
+                        den.denoise_anscombe(x, 0.0)
+                        torch.cuda.synchronize()
+                        if i >= 5:
+                            times.append(time.perf_counter() - t)
+                key = f"{name} {'amp' if amp else 'fp32'} {fmt}"
+                out[key] = {"median_s": statistics.median(times), "tile_side": side}
+                print(f"{key}: {1e3 * statistics.median(times):.1f} ms per batch of 2 {side}-px tiles", flush=True)
+    return out
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("--part", choices=["speed", "agreement", "all"], default="all")
+    ap.add_argument("--part", choices=["speed", "agreement", "layout", "all"], default="all")
     # 10010 and 10018: the held-out phantoms whose scored crops lie far from the frame's median
     # signal, where reduced precision costs the U-Net most (BENCHMARKS.md section 7).
     ap.add_argument("--seeds", type=int, nargs="+", default=[10000, 10001, 10010, 10018])
@@ -117,6 +153,8 @@ def main(argv=None) -> int:
         payload["speed"] = speed(args.models)
     if args.part in ("agreement", "all"):
         payload["agreement"] = agreement(args.models, args.seeds)
+    if args.part in ("layout", "all"):
+        payload["layout"] = layout(args.models)
     C.write_result(f"cuda_check_{args.part}", payload, started)
     return 0
 

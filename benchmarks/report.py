@@ -428,6 +428,17 @@ def sec_cuda(doc):
             t = lambda k: s[f"{model} {k}"]["median_s"]  # noqa: E731
             out.append(f"| {model} | {t('fp32 batch 2'):.2f} s | {t('fp32 batch 8'):.2f} s | {t('amp batch 2'):.2f} s | "
                        f"{t('amp batch 8'):.2f} s | {s[f'{model} peak_gpu_mib amp batch 2']:.0f} MiB |\n")
+    lay = load("cuda_check_layout")
+    if lay:
+        t = lay["layout"]
+        out.append(f"\n**Memory layout on the GPU**: the network alone on a batch of 2 default tiles with their "
+                   f"overlap, median of 20 (`{lay['command']}`, {lay['date']}):\n\n| model | tile | fp32 NCHW | "
+                   "fp32 channels_last | fp16 NCHW | fp16 channels_last |\n|---|---|---|---|---|---|\n")
+        for model in lay["models"]:
+            ms = lambda k: f"{1e3 * t[f'{model} {k}']['median_s']:.1f} ms"  # noqa: E731
+            side = t[f"{model} fp32 contiguous"]["tile_side"]
+            out.append(f"| {model} | {side}² | {ms('fp32 contiguous')} | {ms('fp32 channels_last')} | "
+                       f"{ms('amp contiguous')} | {ms('amp channels_last')} |\n")
     pr = load("precision")
     if pr:
         out.append(f"\n**What half precision costs, on section 1's held-out crops** (CPU autocast standing in for "

@@ -341,6 +341,14 @@ def _row_blocks(h: int, w: int):
     return (slice(r, min(r + step, h)) for r in range(0, h, step))
 
 
+def use_channels_last(device: torch.device, amp: bool) -> bool:
+    """NHWC activations where they are faster: on the CPU always (oneDNN; the default U-Net ran
+    2x faster), on CUDA only under fp16 autocast, where tensor cores want them. In IEEE float32
+    they made the networks 1.07-1.5x slower on an H100 (``benchmarks/cuda_check.py --part
+    layout``, BENCHMARKS.md section 7)."""
+    return device.type == "cpu" or (device.type == "cuda" and amp)
+
+
 def ieee_float32():
     """cuDNN and matmul in IEEE float32 inside the block; the global settings are restored."""
     cudnn = torch.backends.cudnn
@@ -387,7 +395,7 @@ def denoise_frame(frame: np.ndarray, transform: _Transform, denoiser, device: to
         return frame[np.ix_(_reflect_index(rows, h), _reflect_index(cols, w))]
 
     cuda = device.type == "cuda"
-    channels_last = device.type in ("cpu", "cuda")  # measured 2x faster on CPU; tensor cores on CUDA
+    channels_last = use_channels_last(device, amp)
     # On CUDA either fp16 autocast (amp) or IEEE float32. fp16 rather than bf16: its 11-bit
     # mantissa; a network that sees the signal level loses 2 dB in bf16 (benchmarks/precision.py).
     # Float32 with TF32 off: cuDNN's default TF32 moved the U-Net's output by 7e-4 of the data
@@ -548,8 +556,8 @@ def denoise(image, model="default", params=None, meta=None, device="auto", tile:
 
     was_training = denoiser.training
     denoiser.to(dev)
-    if dev.type in ("cpu", "cuda"):
-        denoiser.to(memory_format=torch.channels_last)
+    # A Denoiser handed in keeps its layout between calls, so set it both ways.
+    denoiser.to(memory_format=torch.channels_last if use_channels_last(dev, amp) else torch.contiguous_format)
     denoiser.eval()
     out = np.empty(frames.shape, dtype=np.float32)
     try:
