@@ -44,7 +44,7 @@ COMMANDS = {
     "speed": "python benchmarks/speed.py --models mammo-unet=default --timing-architectures dncnn eckert-resnet cae",
     "robustness": "python benchmarks/robustness.py --phantoms 4 --size 512",
     "field_edge": "python benchmarks/field_edge.py --phantoms 6",
-    "cuda_check_agreement": "python benchmarks/cuda_check.py --part speed; python benchmarks/cuda_check.py --part agreement",
+    "cuda_check_agreement": "python benchmarks/cuda_check.py --part speed; python benchmarks/cuda_check.py --part agreement; python benchmarks/cuda_check.py --part layout",
 }
 
 
