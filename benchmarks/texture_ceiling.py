@@ -85,6 +85,43 @@ def wiener(noisy_periodic: np.ndarray, mean: float, p: np.ndarray, noise_var: fl
     return np.fft.ifft2(spec * (p / (p + noise_var))).real + mean
 
 
+def disk_filter_mse(p: np.ndarray, radius: int, noise_var: float = 1.0) -> float:
+    """Per-pixel error of the best linear filter confined to a disk of ``radius`` px.
+
+    The Wiener-Hopf equations on the disk: with ``R`` the field's autocorrelation (the inverse
+    DFT of ``p``), the taps ``h`` solve ``(R + noise_var I) h = r`` over the disk's offsets, and
+    the error is ``R(0) - h . r``. How much a network of that receptive radius loses to the
+    unconstrained posterior mean (``mean(p / (p + noise_var))``) if it learns the best linear map.
+    """
+    acf = np.fft.ifft2(p).real
+    n0, n1 = p.shape
+    dy, dx = np.nonzero(np.hypot(*np.meshgrid(np.arange(-radius, radius + 1),
+                                               np.arange(-radius, radius + 1), indexing="ij")) <= radius)
+    dy, dx = dy - radius, dx - radius
+    a = acf[(dy[:, None] - dy[None, :]) % n0, (dx[:, None] - dx[None, :]) % n1] + noise_var * np.eye(dy.size)
+    r = acf[dy % n0, dx % n1]
+    return float(acf[0, 0] - np.linalg.solve(a, r) @ r)
+
+
+def disk_filters(seeds, radii) -> int:
+    """``--disk-filters``: the loss of linear filters of the given radii, per phantom."""
+    started = time.perf_counter()
+    rows = []
+    for seed in seeds:
+        case = C.make_case(seed)
+        a, b = window_origin(case.crop, case.low_whole.shape)
+        win = (slice(a, a + WINDOW), slice(b, b + WINDOW))
+        clean = np.asarray(expected_anscombe(case.phantom.truth_at(case.dose).astype(np.float64)[win],
+                                             case.params), np.float64)
+        psd = power_spectrum(clean)
+        best = float(np.mean(psd / (psd + 1.0)))
+        loss = {int(r): 10.0 * float(np.log10(disk_filter_mse(psd, r) / best)) for r in radii}
+        rows.append({"seed": seed, "posterior_mean_mse": best, "loss_db_by_radius": loss})
+        print(f"{seed}: " + "  ".join(f"r {r}: {v:+.3f} dB" for r, v in loss.items()), flush=True)
+    C.write_result("texture_ceiling_disk_filters", {"window_px": WINDOW, "phantoms": rows}, started)
+    return 0
+
+
 def window_origin(crop, frame_shape) -> tuple[int, int]:
     """Top-left of the ``WINDOW`` px square centred on the crop, moved inside the frame."""
     r0, c0, h, w = crop
@@ -117,9 +154,14 @@ def main(argv=None) -> int:
     ap.add_argument("--seed0", type=int, default=C.TEST_SEED0)
     ap.add_argument("--model", default=None, help="default: the shipped default model")
     ap.add_argument("--threads", type=int, default=None)
+    ap.add_argument("--disk-filters", type=int, nargs="*", metavar="RADIUS",
+                    help="instead: how far linear filters of these radii (px) fall short of the "
+                         "posterior mean on the first --phantoms surrogates")
     args = ap.parse_args(argv)
     started = time.perf_counter()
     C.set_threads(args.threads)
+    if args.disk_filters:
+        return disk_filters(range(args.seed0, args.seed0 + args.phantoms), args.disk_filters)
     if not C.have_bm3d():
         return 1
     spec = C.resolve_default_model(args.model, allow_untrained=False)
