@@ -37,18 +37,13 @@ import texture_ceiling as T  # noqa: E402
 
 from mammo_denoise.inference import _Transform  # noqa: E402, PLC2701
 from mammo_denoise.models.store import save_model  # noqa: E402
-from mammo_denoise.physics.anscombe import anscombe, expected_anscombe  # noqa: E402
+from mammo_denoise.physics.anscombe import anscombe  # noqa: E402
 
 
 def crop_statistics(seed: int, domain: str):
     """(spectrum, mean, Anscombe shift, case, window, inner) of one phantom's 640 px window."""
     case = C.make_case(seed)
-    r0, c0, h, w = case.crop
-    a, b = T.window_origin(case.crop, case.low_whole.shape)
-    win = (slice(a, a + T.WINDOW), slice(b, b + T.WINDOW))
-    inner = (slice(r0 - a, r0 - a + h), slice(c0 - b, c0 - b + w))
-    clean = np.asarray(expected_anscombe(case.phantom.truth_at(case.dose).astype(np.float64)[win],
-                                         case.params), np.float64)
+    win, inner, clean = T.crop_window(case)
     shift = _Transform(case.low_whole, domain, case.params, True).shift
     return T.power_spectrum(clean), float(clean.mean()), shift, case, win, inner, clean
 
@@ -107,6 +102,9 @@ def main(argv=None) -> int:
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--model", default=None, help="default: the shipped default model")
     ap.add_argument("--threads", type=int, default=None)
+    ap.add_argument("--input-highpass", type=float, default=0.0, metavar="SIGMA",
+                    help="fine-tune with the input high-passed (Gaussian low-pass of SIGMA px "
+                         "subtracted, as mammo-denoise train --input-highpass)")
     ap.add_argument("--name", default="surrogate_training", help="result file name")
     ap.add_argument("--save", default=None, help="also write the surrogate-trained weights here")
     args = ap.parse_args(argv)
@@ -120,6 +118,8 @@ def main(argv=None) -> int:
     spec = C.resolve_default_model(args.model, allow_untrained=False)
     default = C.load(spec).eval()
     tuned = copy.deepcopy(default).train()
+    if args.input_highpass > 0:
+        tuned.card["input_highpass"] = float(args.input_highpass)
     train_stats = [crop_statistics(s, default.domain)[:3]
                    for s in range(args.spectra_seed0, args.spectra_seed0 + args.spectra)]
     print(f"{len(train_stats)} training spectra ready ({time.perf_counter() - started:.0f} s)", flush=True)

@@ -108,12 +108,7 @@ def disk_filters(seeds, radii) -> int:
     started = time.perf_counter()
     rows = []
     for seed in seeds:
-        case = C.make_case(seed)
-        a, b = window_origin(case.crop, case.low_whole.shape)
-        win = (slice(a, a + WINDOW), slice(b, b + WINDOW))
-        clean = np.asarray(expected_anscombe(case.phantom.truth_at(case.dose).astype(np.float64)[win],
-                                             case.params), np.float64)
-        psd = power_spectrum(clean)
+        psd = power_spectrum(crop_window(C.make_case(seed))[2])
         best = float(np.mean(psd / (psd + 1.0)))
         loss = {int(r): 10.0 * float(np.log10(disk_filter_mse(psd, r) / best)) for r in radii}
         rows.append({"seed": seed, "posterior_mean_mse": best, "loss_db_by_radius": loss})
@@ -122,12 +117,17 @@ def disk_filters(seeds, radii) -> int:
     return 0
 
 
-def window_origin(crop, frame_shape) -> tuple[int, int]:
-    """Top-left of the ``WINDOW`` px square centred on the crop, moved inside the frame."""
-    r0, c0, h, w = crop
-    H, W = frame_shape
+def crop_window(case):
+    """``(window, crop in it, clean window)``: the ``WINDOW`` px square centred on the case's
+    crop (moved inside the frame) and its noise-free image in the Anscombe domain."""
+    r0, c0, h, w = case.crop
+    H, W = case.low_whole.shape
     m = (WINDOW - h) // 2
-    return (int(np.clip(r0 - m, 0, H - WINDOW)), int(np.clip(c0 - m, 0, W - WINDOW)))
+    a, b = int(np.clip(r0 - m, 0, H - WINDOW)), int(np.clip(c0 - m, 0, W - WINDOW))
+    win = (slice(a, a + WINDOW), slice(b, b + WINDOW))
+    inner = (slice(r0 - a, r0 - a + h), slice(c0 - b, c0 - b + w))
+    truth = case.phantom.truth_at(case.dose).astype(np.float64)[win]
+    return win, inner, np.asarray(expected_anscombe(truth, case.params), np.float64)
 
 
 def network_anscombe(net, y: np.ndarray, shift: float) -> np.ndarray:
@@ -171,15 +171,9 @@ def main(argv=None) -> int:
     for seed in range(args.seed0, args.seed0 + args.phantoms):
         case = C.make_case(seed)
         p = case.params
-        r0, c0, h, w = case.crop
-        a, b = window_origin(case.crop, case.low_whole.shape)
-        win = (slice(a, a + WINDOW), slice(b, b + WINDOW))
-        inner = (slice(r0 - a, r0 - a + h), slice(c0 - b, c0 - b + w))
+        win, inner, clean = crop_window(case)
         region = case.region
         shift = _Transform(case.low_whole, net.domain, p, True).shift
-
-        truth_whole = case.phantom.truth_at(case.dose).astype(np.float64)
-        clean = np.asarray(expected_anscombe(truth_whole[win], p), np.float64)
         psd = power_spectrum(clean)
         mean = float(clean.mean())
 
