@@ -303,14 +303,18 @@ def bm3d_anscombe(z, params, profile: str = "np"):
     """BM3D (Dabov et al. 2007) in the GAT domain: after the GAT the noise is white with unit
     variance in the image's own units, so ``sigma_psd = 1`` (bm3d takes the noise std in the
     units of the image it is given; no rescaling needed). Exact unbiased inverse after."""
-    import bm3d
-
     from mammo_denoise.physics.anscombe import anscombe, inverse_anscombe
 
     y = anscombe(np.asarray(z, np.float64), params)
-    shift = float(np.median(y))
-    yd = bm3d.bm3d(y - shift, sigma_psd=1.0, profile=profile) + shift
+    yd = bm3d_gat_domain(y, float(np.median(y)), profile)
     return np.asarray(inverse_anscombe(yd, params, method="exact"), np.float32)
+
+
+def bm3d_gat_domain(y, shift: float, profile: str = "np"):
+    """BM3D on an image already in the GAT domain (unit noise variance), around ``shift``."""
+    import bm3d
+
+    return bm3d.bm3d(y - shift, sigma_psd=1.0, profile=profile) + shift
 
 
 # ----------------------------------------------------------------------------- models

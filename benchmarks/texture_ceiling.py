@@ -85,6 +85,19 @@ def wiener(noisy_periodic: np.ndarray, mean: float, p: np.ndarray, noise_var: fl
     return np.fft.ifft2(spec * (p / (p + noise_var))).real + mean
 
 
+def posterior_mean_mse(p: np.ndarray, noise_var: float = 1.0) -> float:
+    """Expected per-pixel error of ``wiener`` on a field of spectrum ``p``."""
+    return float(np.mean(p * noise_var / (p + noise_var)))
+
+
+def surrogate(seed: int, p: np.ndarray, mean: float) -> tuple[np.ndarray, np.ndarray]:
+    """``(clean, noisy)``: the seeded Gaussian surrogate of test phantom ``seed`` on the
+    periodic grid of ``p``, with unit white noise."""
+    rng = np.random.default_rng([seed, 0x6A55])
+    field = mean + gaussian_field(p, rng)
+    return field, field + rng.standard_normal(field.shape)
+
+
 def disk_filter_mse(p: np.ndarray, radius: int, noise_var: float = 1.0) -> float:
     """Per-pixel error of the best linear filter confined to a disk of ``radius`` px.
 
@@ -109,7 +122,7 @@ def disk_filters(seeds, radii) -> int:
     rows = []
     for seed in seeds:
         psd = power_spectrum(crop_window(C.make_case(seed))[2])
-        best = float(np.mean(psd / (psd + 1.0)))
+        best = posterior_mean_mse(psd)
         loss = {int(r): 10.0 * float(np.log10(disk_filter_mse(psd, r) / best)) for r in radii}
         rows.append({"seed": seed, "posterior_mean_mse": best, "loss_db_by_radius": loss})
         print(f"{seed}: " + "  ".join(f"r {r}: {v:+.3f} dB" for r, v in loss.items()), flush=True)
@@ -135,12 +148,6 @@ def network_anscombe(net, y: np.ndarray, shift: float) -> np.ndarray:
     x = x.contiguous(memory_format=torch.channels_last)
     with torch.inference_mode():
         return net.denoise_anscombe(x, 0.0)[0, 0].numpy().astype(np.float64) + shift
-
-
-def bm3d_anscombe_domain(y: np.ndarray, shift: float) -> np.ndarray:
-    import bm3d
-
-    return bm3d.bm3d(y - shift, sigma_psd=1.0, profile="np") + shift
 
 
 def gains(errors: dict) -> dict:
@@ -181,24 +188,22 @@ def main(argv=None) -> int:
         y = np.asarray(anscombe(case.low_whole[win].astype(np.float64), p), np.float64)
         real = {
             "posterior mean": wiener(mirror(y), mean, psd)[:WINDOW, :WINDOW],
-            "BM3D": bm3d_anscombe_domain(y, shift),
+            "BM3D": C.bm3d_gat_domain(y, shift),
             "network": network_anscombe(net, y, shift),
         }
         real_err = {m: float(np.mean((e[inner] - clean[inner])[region] ** 2)) for m, e in real.items()}
 
         # The Gaussian surrogate: same spectrum and mean, exactly Gaussian, unit white noise.
-        rng = np.random.default_rng([seed, 0x6A55])
-        field = mean + gaussian_field(psd, rng)
-        noisy = field + rng.standard_normal(field.shape)
+        field, noisy = surrogate(seed, psd, mean)
         yw = noisy[:WINDOW, :WINDOW]
         sur = {
             "posterior mean": wiener(noisy, mean, psd)[:WINDOW, :WINDOW],
-            "BM3D": bm3d_anscombe_domain(yw, shift),
+            "BM3D": C.bm3d_gat_domain(yw, shift),
             "network": network_anscombe(net, yw, shift),
         }
         truth_s = field[:WINDOW, :WINDOW]
         sur_err = {m: float(np.mean((e[inner] - truth_s[inner]) ** 2)) for m, e in sur.items()}
-        expected_wiener = float(np.mean(psd / (psd + 1.0)))
+        expected_wiener = posterior_mean_mse(psd)
 
         row = {
             "seed": seed,
