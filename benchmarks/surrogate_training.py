@@ -125,12 +125,13 @@ def fine_tune(net, stats, rng, minutes: float, lr: float, patch: int, margin: in
     return step, seen, float(np.mean(losses[-50:])) if losses else None
 
 
-def own_spectrum(default, spec, args, ceiling, rng, started) -> int:
-    """``--own-spectrum``: one network per test phantom, trained on that phantom's spectrum alone."""
+def own_spectrum(default, start, spec, args, ceiling, rng, started) -> int:
+    """``--own-spectrum``: one copy of ``start`` per test phantom, trained on that phantom's
+    spectrum alone, scored beside ``default``."""
     rows = []
     for seed in args.own_spectrum:
         stats = crop_statistics(seed, default.domain)
-        tuned = copy.deepcopy(default).train()
+        tuned = copy.deepcopy(start).train()
         steps, seen, final_loss = fine_tune(tuned, [stats[:3]], rng, args.minutes, args.lr, args.patch,
                                             args.loss_margin, log_every=200)
         row = evaluate({"default": default, "own-spectrum": tuned.eval()}, {seed: stats}, ceiling)[0]
@@ -140,7 +141,7 @@ def own_spectrum(default, spec, args, ceiling, rng, started) -> int:
     C.write_result(args.name, {
         "model": spec.describe(), "minutes_each": args.minutes, "patch": args.patch,
         "loss_margin": args.loss_margin, "lr": args.lr,
-        "phantoms": rows, "summary": summary}, started)
+        "input_highpass": args.input_highpass, "phantoms": rows, "summary": summary}, started)
     return 0
 
 
@@ -178,11 +179,14 @@ def main(argv=None) -> int:
 
     spec = C.resolve_default_model(args.model, allow_untrained=False)
     default = C.load(spec).eval()
-    if args.own_spectrum:
-        return own_spectrum(default, spec, args, ceiling, rng, started)
-    tuned = copy.deepcopy(default).train()
+    if not 0 <= 2 * args.loss_margin < args.patch:
+        raise SystemExit(f"--loss-margin {args.loss_margin} leaves nothing of a {args.patch} px patch")
+    start = copy.deepcopy(default)
     if args.input_highpass > 0:
-        tuned.card["input_highpass"] = float(args.input_highpass)
+        start.card["input_highpass"] = float(args.input_highpass)
+    if args.own_spectrum:
+        return own_spectrum(default, start, spec, args, ceiling, rng, started)
+    tuned = start.train()
     train_stats = [crop_statistics(s, default.domain)[:3]
                    for s in range(args.spectra_seed0, args.spectra_seed0 + args.spectra)]
     print(f"{len(train_stats)} training spectra ready ({time.perf_counter() - started:.0f} s)", flush=True)
