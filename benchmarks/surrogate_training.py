@@ -125,6 +125,12 @@ def fine_tune(net, stats, rng, minutes: float, lr: float, patch: int, margin: in
     return step, seen, float(np.mean(losses[-50:])) if losses else None
 
 
+def run_settings(spec, args) -> dict:
+    """What every result file of this script records about the run."""
+    return {"model": spec.describe(), "patch": args.patch, "loss_margin": args.loss_margin,
+            "lr": args.lr, "input_highpass": args.input_highpass}
+
+
 def own_spectrum(default, start, spec, args, ceiling, rng, started) -> int:
     """``--own-spectrum``: one copy of ``start`` per test phantom, trained on that phantom's
     spectrum alone, scored beside ``default``."""
@@ -138,10 +144,8 @@ def own_spectrum(default, start, spec, args, ceiling, rng, started) -> int:
         rows.append(row | {"steps": steps, "patches": seen, "final_loss": final_loss})
     summary = {k: C.mean_std([r["own-spectrum"][k] for r in rows]) for k in rows[0]["own-spectrum"]}
     print("own-spectrum: " + "  ".join(f"{k} {C.fmt_ms(v)}" for k, v in summary.items()))
-    C.write_result(args.name, {
-        "model": spec.describe(), "minutes_each": args.minutes, "patch": args.patch,
-        "loss_margin": args.loss_margin, "lr": args.lr,
-        "input_highpass": args.input_highpass, "phantoms": rows, "summary": summary}, started)
+    C.write_result(args.name, run_settings(spec, args) | {
+        "minutes_each": args.minutes, "phantoms": rows, "summary": summary}, started)
     return 0
 
 
@@ -203,10 +207,9 @@ def main(argv=None) -> int:
                for label in ("default", "surrogate-trained")}
     for label, s in summary.items():
         print(f"{label}: " + "  ".join(f"{k} {C.fmt_ms(v)}" for k, v in s.items()))
-    C.write_result(args.name, {
-        "model": spec.describe(), "minutes": args.minutes, "steps": step, "patches": seen,
-        "patch": args.patch, "loss_margin": args.loss_margin, "lr": args.lr, "spectra_seeds": [args.spectra_seed0, args.spectra_seed0 + args.spectra],
-        "final_loss": final_loss,
+    C.write_result(args.name, run_settings(spec, args) | {
+        "minutes": args.minutes, "steps": step, "patches": seen,
+        "spectra_seeds": [args.spectra_seed0, args.spectra_seed0 + args.spectra], "final_loss": final_loss,
         "phantoms": rows, "summary": summary}, started)
     return 0
 
