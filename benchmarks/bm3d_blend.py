@@ -2,17 +2,19 @@
 
     python benchmarks/bm3d_blend.py --phantoms 20 --threads 2
 
-BM3D is non-local: it denoises a patch with similar patches from anywhere in a 39 px search
-window, where the U-Net sees only its own 26 px radius. If that non-local evidence were what
+BM3D is non-local: it denoises an 8 px patch jointly with the patches most like it in a 39 px
+search window, a window no wider than the U-Net's (26 px radius), but a different kind of
+evidence, the one a non-local (attention) block would give a network. If that evidence were what
 the default lacks to reach the quality bar, BM3D's errors would be partly independent of the
 network's (their correlation, recorded per phantom, well below 1), and a blend
-``(1 - w) * network + w * BM3D`` would beat the network alone by a useful margin at some ``w``. This scores the blend in detector units over the quality
-benchmark's held-out crops (``common.make_case``, each method run as on the whole frame), paired
-with the network alone, for ``w`` from 0 to 1.
+``(1 - w) * network + w * BM3D`` would beat the network alone by a useful margin at some ``w``.
+This scores the blend in detector units over the quality benchmark's held-out crops
+(``common.make_case``, each method run as on the whole frame), paired with the network alone,
+for ``w`` from 0 to 1.
 
 A small best gain says the two methods make nearly the same errors: what BM3D recovers the
 network already has. It bounds what a *linear* use of BM3D's answer buys, not what a network
-with a non-local block could learn.
+with a non-local block could learn, least of all over a wider window.
 """
 
 from __future__ import annotations
