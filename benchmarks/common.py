@@ -257,8 +257,10 @@ def ssim(img, ref, data_range, region=None) -> float:
     """SSIM (Wang et al. 2004; skimage defaults: 7x7 uniform window, as ``metrics.ssim``),
     averaged over ``region`` (the local SSIM map restricted to it) or the whole image."""
     m = _core_metrics()
-    if (region is None or region.all()) and m is not None:
-        return float(m.ssim(img, ref, data_range=data_range))
+    if m is not None:
+        # An all-true region keeps skimage's mean, which leaves out the map's 3 px border.
+        whole = region is None or region.all()
+        return float(m.ssim(img, ref, data_range=data_range, mask=None if whole else region))
     from skimage.metrics import structural_similarity
 
     _, smap = structural_similarity(np.asarray(ref, np.float64), np.asarray(img, np.float64),

@@ -251,8 +251,10 @@ def test_demo_writes_dicom_and_pngs_and_reports_an_improvement(tmp_path, capsys)
     for name in ("noisy.dcm", "denoised.dcm", "noisy.png", "denoised.png", "difference.png", "comparison.png"):
         assert (out / name).stat().st_size > 0, name
     line = next(ln for ln in capsys.readouterr().out.splitlines() if ln.startswith("PSNR"))
-    noisy_db, denoised_db = map(float, re.match(r"PSNR in the breast: noisy (\S+) dB -> denoised (\S+) dB", line).groups())
+    match = re.match(r"PSNR in the breast: noisy (\S+) dB -> denoised (\S+) dB; SSIM (\S+) -> (\S+)$", line)
+    noisy_db, denoised_db, noisy_ssim, denoised_ssim = map(float, match.groups())
     assert denoised_db > noisy_db + 5.0
+    assert noisy_ssim < denoised_ssim < 1.0
 
 
 def test_train_cli_writes_a_model_whose_card_records_the_command(tmp_path, capsys):

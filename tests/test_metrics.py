@@ -46,6 +46,26 @@ def test_ssim_identity_and_degradation():
     assert 1.0 > light > heavy > 0.0
 
 
+def test_ssim_mask_scores_only_the_masked_pixels():
+    # Left half untouched, right half noisy: the whole-image mean lies between the halves', and
+    # the mask picks one half (the windows straddling the seam are the only coupling).
+    rng = np.random.default_rng(3)
+    y, x = np.mgrid[0:128, 0:128]
+    ref = 1000 + 300 * np.sin(x / 7.0) * np.cos(y / 11.0)
+    est = ref.copy()
+    est[:, 64:] += rng.normal(0, 100, (128, 64))
+    left = np.zeros(ref.shape, bool)
+    left[:, :60] = True
+    right = np.zeros(ref.shape, bool)
+    right[:, 68:] = True
+    assert ssim(est, ref, mask=left) == pytest.approx(1.0)
+    noisy_half = ssim(est[:, 68:], ref[:, 68:], data_range=np.ptp(ref))
+    assert ssim(est, ref, mask=right) == pytest.approx(noisy_half, abs=0.01)
+    assert ssim(est, ref, mask=right) < ssim(est, ref) < 1.0
+    with pytest.raises(MammoDenoiseError, match="mask selects no pixels"):
+        ssim(est, ref, mask=np.zeros(ref.shape, bool))
+
+
 @pytest.fixture(scope="module")
 def white_noise():
     return np.random.default_rng(2).normal(0.0, 10.0, (2048, 2048))

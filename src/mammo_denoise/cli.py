@@ -297,7 +297,10 @@ def cmd_demo(args) -> int:
           f"model {model.name}, denoised in {seconds:.1f} s")
     print(f"PSNR in the breast: noisy {psnr(phantom.noisy, truth, data_range=rng, mask=mask):.2f} dB -> "
           f"denoised {psnr(denoised, truth, data_range=rng, mask=mask):.2f} dB; "
-          f"SSIM {ssim(phantom.noisy, truth, data_range=rng):.3f} -> {ssim(denoised, truth, data_range=rng):.3f}")
+          f"SSIM {ssim(phantom.noisy, truth, data_range=rng, mask=mask):.3f} -> "
+          f"{ssim(denoised, truth, data_range=rng, mask=mask):.3f}")
+    # The thin breast edge sets this range, so these run higher than BENCHMARKS.md's interior crops.
+    print(f"(both against the truth's range in the breast, {rng:.0f} DN)")
     print(f"wrote {out}/noisy.dcm, denoised.dcm, noisy.png, denoised.png, difference.png, comparison.png")
     return 0
 

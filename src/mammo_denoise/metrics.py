@@ -51,6 +51,15 @@ def _data_range(ref: np.ndarray, data_range) -> float:
     return data_range
 
 
+def _mask(mask, shape) -> np.ndarray:
+    m = np.asarray(mask, dtype=bool)
+    if m.shape != shape:
+        raise MammoDenoiseError(f"mask shape {m.shape} does not match {shape}")
+    if not m.any():
+        raise MammoDenoiseError("mask selects no pixels")
+    return m
+
+
 def _poly_basis(shape: tuple[int, int], order: int) -> np.ndarray:
     """Polynomial basis images up to total degree ``order`` on centred coordinates,
     shape ``(n_terms, H*W)``."""
@@ -182,11 +191,7 @@ def psnr(estimate, reference, data_range=None, mask=None) -> float:
     """
     est, ref = _pair(estimate, reference)
     if mask is not None:
-        m = np.asarray(mask, dtype=bool)
-        if m.shape != ref.shape:
-            raise MammoDenoiseError(f"mask shape {m.shape} does not match {ref.shape}")
-        if not m.any():
-            raise MammoDenoiseError("mask selects no pixels")
+        m = _mask(mask, ref.shape)
         est, ref = est[m], ref[m]
     dr = _data_range(ref, data_range)
     mse = float(np.mean((est - ref) ** 2))
@@ -195,16 +200,23 @@ def psnr(estimate, reference, data_range=None, mask=None) -> float:
     return 10.0 * math.log10(dr * dr / mse)
 
 
-def ssim(estimate, reference, data_range=None) -> float:
+def ssim(estimate, reference, data_range=None, mask=None) -> float:
     """Mean structural similarity (Wang et al., IEEE TIP 13(4), 2004) via
     ``skimage.metrics.structural_similarity`` (7x7 uniform window, K1 = 0.01, K2 = 0.03).
 
-    ``data_range`` defaults to ``max(reference) - min(reference)``.
+    ``data_range`` defaults to ``max(reference) - min(reference)``. With ``mask``, the local
+    SSIM map is averaged over the masked pixels only (the windows still see their neighbours):
+    on a mammogram the flat unattenuated background would otherwise pull the mean toward 1.
     """
     from skimage.metrics import structural_similarity
 
     est, ref = _pair(estimate, reference)
-    return float(structural_similarity(ref, est, data_range=_data_range(ref, data_range)))
+    dr = _data_range(ref, data_range)
+    if mask is None:
+        return float(structural_similarity(ref, est, data_range=dr))
+    m = _mask(mask, ref.shape)
+    _, ssim_map = structural_similarity(ref, est, data_range=dr, full=True)
+    return float(ssim_map[m].mean())
 
 
 # ----------------------------------------------------------------------------- noise power
