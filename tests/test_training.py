@@ -67,6 +67,8 @@ def assert_same(a: dict, b: dict):
     ({"device": "tpu"}, "device"),
     ({"calc_weight": -1.0}, "calc_weight must be >= 0"),
     ({"input_highpass": -2.0}, "input_highpass must be a number of pixels >= 0"),
+    ({"clip_grad_norm": 0.0}, "clip_grad_norm must be None or a positive number, got 0.0"),
+    ({"clip_grad_norm": True}, "clip_grad_norm must be None or a positive number, got True"),
 ])
 def test_config_rejects_bad_values_with_a_plain_message(kw, words):
     with pytest.raises(MammoDenoiseError, match="training configuration") as info:
@@ -555,3 +557,37 @@ def test_amp_must_be_a_bool(tmp_path):
     with pytest.raises(MammoDenoiseError) as info:
         tiny(tmp_path, amp=None)
     assert "amp must be True (fp16 autocast on CUDA) or False (float32), got None" in str(info.value)
+
+
+# ----------------------------------------------------------------------------- gradient clipping
+def test_clip_gradients_caps_the_global_norm_and_leaves_smaller_ones_alone():
+    net = torch.nn.Linear(3, 2)
+    grads = [torch.tensor([[3.0, 0.0, 0.0], [0.0, 4.0, 0.0]]), torch.tensor([0.0, 12.0])]  # norm 13
+
+    def set_grads(scale):
+        for p, g in zip(net.parameters(), grads):
+            p.grad = g * scale
+
+    set_grads(1.0)
+    assert int(loop_mod._clip_gradients(net, 6.5)) == 1
+    norm = torch.linalg.vector_norm(torch.cat([p.grad.flatten() for p in net.parameters()]))
+    assert float(norm) == pytest.approx(6.5, rel=1e-5)
+    assert torch.allclose(net.weight.grad, grads[0] / 2, rtol=1e-5)  # scaled, direction kept
+    set_grads(0.1)  # norm 1.3, under the cap: untouched, bit for bit
+    assert int(loop_mod._clip_gradients(net, 6.5)) == 0
+    assert torch.equal(net.weight.grad, grads[0] * 0.1) and torch.equal(net.bias.grad, grads[1] * 0.1)
+    assert loop_mod._clip_gradients(net, None) == 0
+
+
+def test_training_counts_clipped_steps_and_a_cap_never_reached_changes_nothing(tmp_path):
+    unclipped = train(tiny(tmp_path / "none", clip_grad_norm=None))
+    high = train(tiny(tmp_path / "high", clip_grad_norm=1e9))
+    low = train(tiny(tmp_path / "low", clip_grad_norm=1e-6))
+    assert_same(weights(unclipped), weights(high))
+    assert any(not torch.equal(weights(unclipped)[k], weights(low)[k]) for k in weights(low))
+    cards = {k: json.loads(p.with_suffix(".json").read_text())["training"]
+             for k, p in (("none", unclipped), ("high", high), ("low", low))}
+    assert [h["clipped_steps"] for h in cards["high"]["history"]] == [0, 0]
+    assert [h["clipped_steps"] for h in cards["low"]["history"]] == [3, 3]  # every step of each epoch
+    assert (cards["none"]["clip_grad_norm"], cards["low"]["clip_grad_norm"]) == (None, 1e-6)
+    assert TrainConfig().clip_grad_norm == 10.0

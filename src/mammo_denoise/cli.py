@@ -323,7 +323,7 @@ def cmd_train(args) -> int:
         boundary_fraction=args.boundary_fraction, input_highpass=args.input_highpass,
         time_budget_s=None if args.time_budget is None else 60.0 * args.time_budget,
         noise_model=args.noise_model, seed=args.seed, device=args.device,
-        num_workers=args.workers, amp=args.amp, out=args.out,
+        num_workers=args.workers, amp=args.amp, clip_grad_norm=args.clip_grad_norm or None, out=args.out,
         name=args.name, resume=args.resume, command="mammo-denoise " + shlex.join(args.argv),
         **dose_kw)
     if _torchrun_rank() == 0:  # as with the epoch lines, rank 0 alone speaks
@@ -492,6 +492,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--amp", action="store_true",
                    help="fp16 autocast on CUDA (default: float32, TF32 off; the U-Net sees the signal "
                         "level itself and loses precision in half precision)")
+    p.add_argument("--clip-grad-norm", type=float, default=10.0, metavar="N",
+                   help="scale each step's gradient down to this global norm where it is larger "
+                        "(rare outlier batches; default 10, about 10x a typical step's; 0: off)")
     p.add_argument("--workers", type=int, default=0, metavar="N",
                    help="processes that make the phantoms and the noisy patches (a GPU trains "
                         "faster than one CPU core makes patches; the results do not depend on N; "

@@ -354,6 +354,7 @@ def _run(config: TrainConfig, progress, cancel, dctx: _Dist) -> Path:
         # iteration would stall the GPU pipeline.
         running = torch.zeros((), dtype=torch.float64, device=device)
         total = torch.zeros((), dtype=torch.float64, device=device)
+        clipped = torch.zeros((), dtype=torch.int64, device=device)
         n_run = 0
         for it, batch in enumerate(_batches(sampler, config, dctx.rank, epoch), start=1):
             if cancelled():
@@ -371,10 +372,13 @@ def _run(config: TrainConfig, progress, cancel, dctx: _Dist) -> Path:
             opt.zero_grad(set_to_none=True)
             if scaler is not None:
                 scaler.scale(loss).backward()
+                scaler.unscale_(opt)  # the cap is on the true gradient, not the scaled one
+                clipped += _clip_gradients(den, config.clip_grad_norm)
                 scaler.step(opt)
                 scaler.update()
             else:
                 loss.backward()
+                clipped += _clip_gradients(den, config.clip_grad_norm)
                 opt.step()
             running += loss.detach()
             total += loss.detach()
@@ -412,7 +416,8 @@ def _run(config: TrainConfig, progress, cancel, dctx: _Dist) -> Path:
         state["epoch"] = epoch
         state["time_s"] += seconds
         state["history"].append({"epoch": epoch, "train_loss": train_loss, "val_loss": val_loss,
-                                 "val_psnr": val_psnr, "seconds": round(seconds, 3)})
+                                 "val_psnr": val_psnr, "seconds": round(seconds, 3),
+                                 "clipped_steps": int(clipped)})
         if is_main:
             meta = {"fingerprint": _jsonable(config.fingerprint()), "state": state,
                     "world_size": dctx.world_size,
@@ -437,6 +442,19 @@ def _run(config: TrainConfig, progress, cancel, dctx: _Dist) -> Path:
         dist.barrier()
     emit(TrainDone(out, float(state["best_val_psnr"])))
     return out
+
+
+def _clip_gradients(model, max_norm: float | None) -> torch.Tensor | int:
+    """Scale the gradients down to a global L2 norm of ``max_norm`` where they exceed it.
+
+    Returns 1 if they did, else 0, as a tensor on the gradients' device: reading it back each
+    step would stall a GPU. Under DDP the gradients are already all-reduced, so every rank
+    scales alike.
+    """
+    if max_norm is None:
+        return 0
+    norm = torch.nn.utils.clip_grad_norm_(model.parameters(), max_norm)
+    return (norm > max_norm).to(torch.int64)
 
 
 def _batches(sampler: PatchSampler, config: TrainConfig, rank: int, epoch: int):
@@ -563,6 +581,7 @@ def _write_model(den, config, out, state, noisy_psnr, held_out, dctx, device,
         "time_s": round(state["time_s"], 1),
         "device": str(device),
         "amp": use_amp,
+        "clip_grad_norm": config.clip_grad_norm,
         "patches_seen": state["patches_seen"],
         "history": state["history"],
     }
