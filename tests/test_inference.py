@@ -63,6 +63,16 @@ def test_tiles_are_seamless_for_an_unshuffled_unet():
     assert np.abs(tiled - whole).max() < 1e-4 * float(np.ptp(whole))
 
 
+def test_tiles_are_seamless_for_a_unet_with_a_context_branch():
+    net = make_denoiser("unet", seed=0, base=4, context=2)  # alignment 16, radius 122
+    with torch.no_grad():  # the branch starts at zero; make it act
+        net.net.ctx_out.weight.normal_(0.0, 0.2, generator=torch.Generator().manual_seed(1))
+    z = _raw((403, 517))
+    whole = denoise(z, net, params=PARAMS, device="cpu", tile=None)
+    tiled = denoise(z, net, params=PARAMS, device="cpu", tile=448, batch_size=2)
+    assert np.abs(tiled - whole).max() < 1e-4 * float(np.ptp(whole))
+
+
 def test_reflected_tile_indices_match_numpy_reflect_padding():
     # Tiles index the image through mirrored coordinates instead of padding a copy of it; pads
     # longer than the image (tiny images) must reflect again, as np.pad does.

@@ -98,6 +98,37 @@ def test_unshuffled_unet_folds_pixels_into_channels():
         build_model("unet", unshuffle=0)
 
 
+def _with_live_context(net, seed=1):
+    # The branch's 1x1 output starts at zero (see UNet); give it weights so that it acts.
+    g = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        net.ctx_out.weight.copy_(0.2 * torch.randn(net.ctx_out.weight.shape, generator=g))
+    return net
+
+
+def test_context_branch_widens_the_view_and_starts_as_the_plain_unet():
+    torch.manual_seed(0)
+    plain = build_model("unet", base=4).eval()
+    grown = build_model("unet", base=4, context=2).eval()
+    assert (grown.alignment, grown.receptive_radius) == (16, 122)  # a depth-5 U-Net's
+    missing, unexpected = grown.load_state_dict(plain.state_dict(), strict=False)
+    assert not unexpected and missing and all(k.startswith("ctx_") for k in missing)
+    x = torch.randn(2, 1, 48, 80)  # a multiple of both alignments: both pad alike (not at all)
+    with torch.no_grad():
+        torch.testing.assert_close(grown(x), plain(x), rtol=0, atol=0)
+    # With a live branch an output pixel sees ~122 px, not 26.
+    _with_live_context(grown)
+    size = 2 * grown.receptive_radius + 21
+    c = size // 2
+    x = torch.randn(1, 1, size, size, requires_grad=True)
+    grown(x)[0, 0, c, c].backward()
+    reach = int(((x.grad[0, 0] != 0).nonzero() - c).abs().max())
+    # (the bound is as loose as a depth-5 U-Net's: its gradient reaches ~105 of 122 px)
+    assert 3 * plain.receptive_radius <= reach <= grown.receptive_radius
+    with pytest.raises(MammoDenoiseError, match="context must be >= 0"):
+        build_model("unet", context=-1)
+
+
 def test_unknown_architecture_lists_known_ones():
     with pytest.raises(MammoDenoiseError) as info:
         build_model("resnet-9000")

@@ -150,16 +150,26 @@ class UNet(nn.Module):
     with base=32 has 4x the parameters at the same multiply-accumulates per pixel, runs a
     1024-px tile ~3x faster and a full field ~1.4x faster (its twice larger receptive radius
     needs twice the tile overlap).
+
+    ``context`` > 0 adds that many coarser scales below the deepest one, at its width, as a
+    side branch (a small U-Net of its own) whose output is added to the deepest features
+    through a 1x1 convolution that starts at zero. Each scale doubles the receptive radius for
+    ~8 % more multiply-accumulates per pixel (context=2 at depth 3: 26 -> 122 px); the zero
+    start means a trained network grown this way (``benchmarks/context_unet.py``) computes
+    exactly what it did until fine-tuning finds a use for the wider view.
     """
 
     residual = True
 
-    def __init__(self, base: int = 16, depth: int = 3, slope: float = 0.1, unshuffle: int = 1):
+    def __init__(self, base: int = 16, depth: int = 3, slope: float = 0.1, unshuffle: int = 1,
+                 context: int = 0):
         super().__init__()
         if depth < 1:
             raise MammoDenoiseError(f"unet depth must be >= 1, got {depth}")
         if unshuffle < 1:
             raise MammoDenoiseError(f"unet unshuffle must be >= 1, got {unshuffle}")
+        if context < 0:
+            raise MammoDenoiseError(f"unet context must be >= 0, got {context}")
         self.unshuffle = s = int(unshuffle)
         chans = [base * 2**i for i in range(depth)]
         self.inc = _DoubleConv(s * s, chans[0], slope)
@@ -169,13 +179,23 @@ class UNet(nn.Module):
             nn.ConvTranspose2d(chans[i + 1], chans[i], 2, stride=2) for i in reversed(range(depth - 1)))
         self.decs = nn.ModuleList(_DoubleConv(2 * chans[i], chans[i], slope) for i in reversed(range(depth - 1)))
         self.out = nn.Conv2d(chans[0], s * s, 1)
-        self.alignment = s * 2 ** (depth - 1)
+        self.context = int(context)
+        if self.context:
+            c = chans[-1]
+            self.ctx_downs = nn.ModuleList(_DoubleConv(c, c, slope) for _ in range(self.context))
+            self.ctx_ups = nn.ModuleList(nn.ConvTranspose2d(c, c, 2, stride=2) for _ in range(self.context))
+            self.ctx_decs = nn.ModuleList(_DoubleConv(2 * c, c, slope) for _ in range(self.context))
+            self.ctx_out = nn.Conv2d(c, c, 1)
+            nn.init.zeros_(self.ctx_out.weight)
+            nn.init.zeros_(self.ctx_out.bias)
+        scales = depth + self.context
+        self.alignment = s * 2 ** (scales - 1)
         # Encoder: 2 convs per scale plus the pooling step; decoder mirrors it; the transposed
-        # convs add one coarse pixel each.
+        # convs add one coarse pixel each. The context branch counts as further scales.
         r = 2
-        for i in range(1, depth):
+        for i in range(1, scales):
             r += 2 ** (i - 1) + 2 * 2**i
-        for i in reversed(range(depth - 1)):
+        for i in reversed(range(scales - 1)):
             r += 2 ** i + 2 * 2**i
         # In folded pixels; a folded pixel spans s, and its block s - 1 more.
         self.receptive_radius = r * s + s - 1
@@ -190,12 +210,23 @@ class UNet(nn.Module):
         for down in self.downs:
             skips.append(x)
             x = down(self.pool(x))
+        if self.context:
+            x = x + self.ctx_out(self._context(x))
         for up, dec in zip(self.ups, self.decs):
             x = dec(torch.cat([up(x), skips.pop()], dim=1))
         x = self.out(x)
         if self.unshuffle > 1:
             x = nn.functional.pixel_shuffle(x, self.unshuffle)
         return x[..., :h, :w]
+
+    def _context(self, x):
+        skips = []
+        for down in self.ctx_downs:
+            skips.append(x)
+            x = down(self.pool(x))
+        for up, dec in zip(self.ctx_ups, self.ctx_decs):
+            x = dec(torch.cat([up(x), skips.pop()], dim=1))
+        return x
 
 
 # name -> (constructor, default domain). Anscombe-domain models see (y - median) / input_scale.
