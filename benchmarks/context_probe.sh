@@ -7,6 +7,10 @@
 # quality.py (section 1's protocol), since only a model within the speed bar could ship.
 # Also re-times the full field on the GPU (cuda_check.py --part speed), which the channels_last
 # change of session 12 left unmeasured.
+# Session 16's run (before train clipped gradients) diverged: NaN in epoch 8 at lr 1e-3 under fp16,
+# and at 5e-4 in float32 a collapse in epoch 3 (BENCHMARKS.md section 7). With the clipping now on
+# by default (--clip-grad-norm 10) the same script is the one to rerun on the next lent GPU; the
+# grown, zero-started version of the question was answered on the CPU (section 1, +0.006 dB).
 #
 #   bash benchmarks/context_probe.sh OUT_DIR [TRAIN_MINUTES]
 #   DEVICE=cpu WORKERS=2 bash benchmarks/context_probe.sh /tmp/probe 1    # smoke test, no GPU
