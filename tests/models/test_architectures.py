@@ -98,14 +98,6 @@ def test_unshuffled_unet_folds_pixels_into_channels():
         build_model("unet", unshuffle=0)
 
 
-def _with_live_context(net, seed=1):
-    # The branch's 1x1 output starts at zero (see UNet); give it weights so that it acts.
-    g = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        net.ctx_out.weight.copy_(0.2 * torch.randn(net.ctx_out.weight.shape, generator=g))
-    return net
-
-
 def test_context_branch_widens_the_view_and_starts_as_the_plain_unet():
     torch.manual_seed(0)
     plain = build_model("unet", base=4).eval()
@@ -116,8 +108,9 @@ def test_context_branch_widens_the_view_and_starts_as_the_plain_unet():
     x = torch.randn(2, 1, 48, 80)  # a multiple of both alignments: both pad alike (not at all)
     with torch.no_grad():
         torch.testing.assert_close(grown(x), plain(x), rtol=0, atol=0)
-    # With a live branch an output pixel sees ~122 px, not 26.
-    _with_live_context(grown)
+    # With a live branch (its 1x1 output starts at zero) an output pixel sees ~122 px, not 26.
+    with torch.no_grad():
+        grown.ctx_out.weight.normal_(0.0, 0.2, generator=torch.Generator().manual_seed(1))
     size = 2 * grown.receptive_radius + 21
     c = size // 2
     x = torch.randn(1, 1, size, size, requires_grad=True)
