@@ -59,6 +59,7 @@ class DenoiseWidget(QWidget):
         self.last_layer = None
         self._last_run = None  # (source layer, result layer, noisy input, full-strength output, derivation)
         self._cancel = threading.Event()
+        self._completed = False  # the last run added its layer: the bar stays full
 
         self.layer_combo = LayerCombo(napari_viewer)
         self.model_combo = QComboBox()
@@ -200,6 +201,7 @@ class DenoiseWidget(QWidget):
             batch_size=None if s.batch_size < 1 else int(s.batch_size),
         )
         self._cancel.clear()
+        self._completed = False
         cancel = self._cancel.is_set
 
         @thread_worker(start_thread=False, ignore_errors=True)
@@ -276,6 +278,7 @@ class DenoiseWidget(QWidget):
                 layer.metadata.setdefault(PARAMS_KEY, params)
             self.last_layer = target
             self._last_run = (layer, target, noisy, full, derivation)
+            self._completed = True
             self.status.setText(f"added '{target.name}'")
         except Exception as exc:  # noqa: BLE001
             report_error(exc, "Denoise")
@@ -319,4 +322,4 @@ class DenoiseWidget(QWidget):
         self.run_button.setEnabled(True)
         self.cancel_button.setEnabled(False)
         self.progress_bar.setRange(0, 1)
-        self.progress_bar.setValue(0)
+        self.progress_bar.setValue(1 if self._completed else 0)

@@ -1,0 +1,37 @@
+"""The Denoise widget's progress bar and the modalities it accepts."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from mammo_denoise.napari._layers import image_layer_kwargs
+
+WAIT = 60_000  # ms; generous for the shared 2-core CI box
+
+
+def _widget(viewer):
+    from mammo_denoise.napari._widgets.denoise import DenoiseWidget
+
+    w = DenoiseWidget(viewer)
+    w.refresh_models()
+    w.settings.model, w.settings.device, w.settings.tile = "tiny", "cpu", 128
+    return w
+
+
+def _errors(notes):
+    return [m for sev, m in notes if "error" in sev.lower()]
+
+
+def test_progress_bar_reads_100_percent_after_a_finished_run(make_napari_viewer, qtbot, phantom,
+                                                             model_dir):
+    viewer = make_napari_viewer()
+    src = viewer.add_image(phantom.noisy, **image_layer_kwargs(phantom.noisy, phantom.meta,
+                                                              params=phantom.params))
+    w = _widget(viewer)
+    w.layer_combo.layer = src
+    w.run()
+    qtbot.waitUntil(lambda: w.worker is None, timeout=WAIT)
+    bar = w.progress_bar
+    assert bar.maximum() > 0 and bar.value() == bar.maximum()
+    assert bar.text() == "100%"
