@@ -7,6 +7,7 @@ exceptions are chained (``raise ... from err``) and never reach the user bare.
 from __future__ import annotations
 
 import os
+import warnings
 from collections.abc import Sequence
 from dataclasses import replace
 from pathlib import Path
@@ -162,12 +163,12 @@ def _read_dataset(path: Path, defer: bool = False) -> Dataset:
     defer_size = "64 KB" if defer else None
     try:
         try:
-            ds = pydicom.dcmread(path, defer_size=defer_size)
+            ds = _quiet(pydicom.dcmread, path, defer_size=defer_size)
         except InvalidDicomError:
             # No preamble/'DICM': accept only files that start like a bare DICOM data set.
             if not _starts_like_dataset(path):
                 raise MammoDenoiseError("not a DICOM file", path=path) from None
-            ds = pydicom.dcmread(path, force=True, defer_size=defer_size)
+            ds = _quiet(pydicom.dcmread, path, force=True, defer_size=defer_size)
     except MammoDenoiseError:
         raise
     except Exception as err:  # pydicom raises many types for damaged files
@@ -176,10 +177,32 @@ def _read_dataset(path: Path, defer: bool = False) -> Dataset:
         ) from err
     if not any(el.tag.group > 0x0002 for el in ds):
         if _has_dicm_prefix(path):
-            raise MammoDenoiseError("truncated DICOM file: nothing after the file meta header",
-                                    path=path)
+            raise MammoDenoiseError(_why_empty(path), path=path)
         raise MammoDenoiseError("not a DICOM file", path=path)
     return ds
+
+
+def _quiet(function, *args, **kwargs):
+    """Call a pydicom function with its warnings kept from the user: what they report about a
+    damaged file becomes our own error message, never a raw Python warning."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        return function(*args, **kwargs)
+
+
+def _why_empty(path: Path) -> str:
+    """Why pydicom found nothing after the file meta header.
+
+    When a file ends inside encapsulated (compressed) pixel data, pydicom drops the whole data
+    set, header included; read again up to the pixels, the header turns out to be complete.
+    """
+    try:
+        header = _quiet(pydicom.dcmread, path, stop_before_pixels=True)
+    except Exception:  # noqa: BLE001 - the file is damaged before its pixels as well
+        header = None
+    if header is not None and "Rows" in header:
+        return "the pixel data are truncated (the file ends inside them; the header is complete)"
+    return "truncated DICOM file: nothing after the file meta header"
 
 
 def _has_dicm_prefix(path: Path) -> bool:
@@ -287,7 +310,7 @@ def _decode(ds: Dataset, path: Path) -> np.ndarray:
     errors = []
     for plugin in plugins:
         try:
-            arr, _ = decoder.as_array(ds, decoding_plugin=plugin)
+            arr, _ = _quiet(decoder.as_array, ds, decoding_plugin=plugin)
             return arr
         except Exception as err:  # a plugin may choke on one file; the next may not
             errors.append(err)
