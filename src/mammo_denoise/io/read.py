@@ -26,6 +26,11 @@ PathLike = str | os.PathLike
 PathInput = PathLike | Sequence[PathLike]
 
 PIXEL_KEYWORDS = ("PixelData", "FloatPixelData", "DoubleFloatPixelData")
+# The largest image (rows x columns x frames) read without asking: a full-field mammogram is
+# ~1e7 pixels, and a damaged or hostile header can declare 1e9 and more, which the decoders
+# would try to allocate before noticing that the data are not there.
+MAX_PIXELS_ENV = "MAMMO_DENOISE_MAX_PIXELS"
+DEFAULT_MAX_PIXELS = 2e8
 MEDIA_STORAGE_DIRECTORY = "1.2.840.10008.1.3.10"  # DICOMDIR
 
 # View for Mammography (CID 4014): abbreviation -> (SNOMED CT code, code meaning).
@@ -89,8 +94,17 @@ def read_mammogram(path: PathInput) -> tuple[np.ndarray, MammogramMeta]:
     (N, H, W) for a multi-frame file or a series of equally sized 2D images. A folder is read
     non-recursively: files that are not DICOM images (DICOMDIR, text, reports) are skipped and
     the rest sorted by InstanceNumber, then file name. ``meta`` describes the first image;
-    ``meta.files`` lists every file behind the array.
+    ``meta.files`` lists every file behind the array. Images larger than
+    ``MAMMO_DENOISE_MAX_PIXELS`` (default 2e8 pixels) are refused before decoding.
     """
+    try:
+        return _read(path)
+    except MemoryError as err:  # numpy's _ArrayMemoryError included
+        where = path if isinstance(path, (str, os.PathLike)) else next(iter(path), None)
+        raise MammoDenoiseError(f"not enough memory to read this image ({err})", path=where) from err
+
+
+def _read(path: PathInput) -> tuple[np.ndarray, MammogramMeta]:
     if isinstance(path, (str, os.PathLike)):
         p = Path(path)
         if p.is_dir():
@@ -125,6 +139,7 @@ def _series_order(item: tuple[Path, Dataset]) -> tuple:
 
 def _read_single(path: Path, ds: Dataset) -> tuple[np.ndarray, MammogramMeta]:
     _check_image(ds, path)
+    _check_size(ds, path)
     arr = _to_modality(_decode(ds, path), ds, path)
     return arr, _meta_from(ds, path, arr, files=(str(path),))
 
@@ -133,6 +148,7 @@ def _read_stack(datasets: list[tuple[Path, Dataset]], origin: str):
     frames = []
     first_path, first_ds = datasets[0]
     for f, ds in datasets:
+        _check_size(ds, f)
         arr = _to_modality(_decode(ds, f), ds, f)
         if arr.ndim != 2:
             raise MammoDenoiseError(
@@ -254,6 +270,36 @@ def _check_image(ds: Dataset, path: Path) -> None:
             f"colour images are not supported (PhotometricInterpretation {photometric}, "
             f"{samples} samples per pixel); a mammogram must be MONOCHROME1 or MONOCHROME2",
             path=path)
+
+
+def max_pixels() -> float:
+    """The pixel limit from ``MAMMO_DENOISE_MAX_PIXELS``, else the default."""
+    text = os.environ.get(MAX_PIXELS_ENV, "").strip()
+    if not text:
+        return DEFAULT_MAX_PIXELS
+    try:
+        value = float(text)
+    except ValueError:
+        value = float("nan")
+    if not value > 0:
+        raise MammoDenoiseError(f"{MAX_PIXELS_ENV} must be a positive number of pixels, got {text!r}")
+    return value
+
+
+def _check_size(ds: Dataset, path: Path) -> None:
+    """Refuse an image whose header declares more pixels than the limit, before decoding it."""
+    try:
+        rows, columns = int(ds.get("Rows") or 0), int(ds.get("Columns") or 0)
+        frames = int(ds.get("NumberOfFrames") or 1)
+        nbytes = max(int(ds.get("BitsAllocated") or 16) // 8, 1)
+    except (TypeError, ValueError):
+        return  # a malformed size: the decoder says what is wrong with it
+    pixels, limit = rows * columns * frames, max_pixels()
+    if pixels > limit:
+        raise MammoDenoiseError(
+            f"the header declares {rows} x {columns} pixels x {frames} frame(s) of {nbytes} bytes "
+            f"({pixels:.2g} pixels, {pixels * nbytes / 1e9:.2g} GB stored); the limit is "
+            f"{limit:g} pixels (set {MAX_PIXELS_ENV} to raise it)", path=path)
 
 
 def _describe_non_image(ds: Dataset) -> str:
