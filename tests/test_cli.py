@@ -186,6 +186,17 @@ def test_denoise_into_a_folder_names_the_result_after_the_input(low_dose, tmp_pa
     assert (tmp_path / "low_denoised.dcm").is_file()
 
 
+def test_denoise_overlap_0_is_accepted_and_changes_nothing(low_dose, tmp_path):
+    # 0 means no cross-fade band; the model's context is kept, so the result is the default's.
+    src, _ = low_dose
+    assert main(["denoise", str(src), "-o", str(tmp_path / "a.dcm"), "--tile", "128", "--overlap", "0"]) == 0
+    assert main(["denoise", str(src), "-o", str(tmp_path / "b.dcm")]) == 0
+    a, b = read_mammogram(tmp_path / "a.dcm")[0], read_mammogram(tmp_path / "b.dcm")[0]
+    assert np.abs(a - b).max() <= 1e-4 * float(np.ptp(b)) + 1.0  # + stored-integer rounding
+    result = run_cli("denoise", str(src), "-o", str(tmp_path / "c.dcm"), "--overlap", "-8")
+    assert result.returncode == 2 and "argument --overlap: must be >= 0, got -8" in result.stderr
+
+
 def test_denoise_refuses_to_overwrite_its_input(low_dose, tmp_path, capsys):
     src = tmp_path / "scan.dcm"
     shutil.copy(low_dose[0], src)

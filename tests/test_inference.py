@@ -33,12 +33,15 @@ def unet():
 
 class _Zero(nn.Module):
     alignment = 4
+    receptive_radius = 0  # tiles need no context (the default assumes 64 px)
 
     def forward(self, x):
         return torch.zeros_like(x)
 
 
 class _Identity(nn.Module):
+    receptive_radius = 0
+
     def forward(self, x):
         return x
 
@@ -71,6 +74,34 @@ def test_tiles_are_seamless_for_a_unet_with_a_context_branch():
     whole = denoise(z, net, params=PARAMS, device="cpu", tile=None)
     tiled = denoise(z, net, params=PARAMS, device="cpu", tile=448, batch_size=2)
     assert np.abs(tiled - whole).max() < 1e-4 * float(np.ptp(whole))
+
+
+@pytest.fixture(scope="module")
+def shipped():
+    from mammo_denoise.models import load_model
+
+    return load_model("default")
+
+
+def test_any_tile_and_overlap_gives_the_one_tile_result(shipped):
+    # Issue #23: overlaps other than the default's (and its multiples of 8/3) used to move the
+    # image on the network's pooling grid or give it less context than the receptive radius.
+    z = _raw((700, 531), seed=5)
+    whole = denoise(z, shipped, params=PARAMS, device="cpu", tile=None)
+    tol = 1e-4 * float(np.ptp(whole))
+    for tile, overlap in [(None, 96), (256, 96), (256, 128), (512, 64), (128, 32), (256, 0),
+                          (201, 13), (333, 72), (256, 200)]:
+        tiled = denoise(z, shipped, params=PARAMS, device="cpu", tile=tile, overlap=overlap)
+        assert np.abs(tiled - whole).max() < tol, (tile, overlap)
+
+
+def test_context_does_not_depend_on_the_overlap():
+    # The model fixes the context (and so where the image sits on the pooling grid); the overlap
+    # only widens the cross-fade band beyond twice the context. 0: no band, a hard cut.
+    for overlap in (0, 13, 54, 72, 200):
+        origins, t, context, canvas = tile_layout(317, 256, overlap, 4, context=27)
+        assert (context, canvas) == (27, 372)
+        assert all(b - a <= t - max(overlap, 54) for a, b in zip(origins, origins[1:]))
 
 
 def test_reflected_tile_indices_match_numpy_reflect_padding():

@@ -75,6 +75,16 @@ def _positive_int(text: str) -> int:
     return value
 
 
+def _non_negative_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not an integer: {text!r}") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must be >= 0, got {text}")
+    return value
+
+
 def _dicom_inputs(path: Path, output: Path | None = None) -> list[Path]:
     """The DICOM files a command should process: the file itself, or a folder's files in order.
 
@@ -421,7 +431,10 @@ def build_parser() -> argparse.ArgumentParser:
     _model_options(p)
     p.add_argument("--tile", type=_positive_int, default=None,
                    help="largest tile side in pixels (default: mammo_denoise.inference.DEFAULT_TILE, 1024)")
-    p.add_argument("--overlap", type=_positive_int, default=None, help="tile overlap in pixels")
+    p.add_argument("--overlap", type=_non_negative_int, default=None,
+                   help="pixels shared by neighbouring tiles (default: the model's, 72 for the default "
+                        "U-Net); any value gives the one-tile result, since the model's context is "
+                        "always kept: what exceeds twice the context is cross-faded, 0 means a hard cut")
     p.add_argument("--batch-size", type=_positive_int, default=None, help="tiles per batch")
     p.add_argument("--amp", action="store_true",
                    help="fp16 autocast on CUDA (default: IEEE float32; measured 1.35x faster for "

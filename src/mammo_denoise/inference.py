@@ -12,18 +12,18 @@ exposed field, then each shadow strip (``field_parts``), each tiled and reflecte
 borders with the frame's constants, so the network never sees the ~100 sigma step between them.
 
 Tiling. Along each axis the image is reflect-padded (virtually: tiles index the image through
-mirrored coordinates) by a *context* margin ``c = 3*overlap//8`` (then up to a multiple of the
-model's ``alignment``), giving a canvas. Tiles of ``tile`` pixels are cut from the canvas at
-origins that are multiples of ``alignment`` (so every tile's pooling
-grid is the whole image's pooling grid), ``overlap`` pixels apart at least. At a border shared
-with a neighbour a tile's weight is 0 for the outer ``c`` pixels (those outputs saw the tile's
-zero padding), then rises as a raised cosine over the rest of the shared band, where the
-neighbour's weight falls as its complement; weights at canvas borders stay 1. Outputs are
-summed with these weights and divided by the summed weights. When ``c`` covers the network's
-receptive radius every output pixel that gets weight saw exactly the context it would see in
-the whole canvas, so the tiled result equals the one-tile result up to float rounding; the
-default overlap (``Denoiser.default_overlap``) is chosen so. The cross-fade only matters for
-overlaps smaller than that, where it hides seams.
+mirrored coordinates) by a *context* margin ``c`` (``tile_context``: fixed by the model, at least
+its receptive radius, whatever the overlap), then up to a multiple of the model's ``alignment``,
+giving a canvas. Tiles of ``tile`` pixels are cut from the canvas at origins that are multiples
+of ``alignment``, so every tile's pooling grid is the whole canvas's, and the image sits at the
+same place on it for every tile and overlap. Neighbours share ``max(overlap, 2c)`` pixels at
+least. At a shared border a tile's weight is 0 for the outer ``c`` pixels (those outputs saw the
+tile's zero padding), then rises as a raised cosine over the rest of the shared band (the
+cross-fade band, ``overlap - 2c`` pixels; none for overlap 0), where the neighbour's weight falls
+as its complement; weights at canvas borders stay 1. Outputs are summed with these weights and
+divided by the summed weights. Every output pixel that gets weight saw exactly the context it
+would see in the whole canvas, so the tiled result equals the one-tile result up to float
+rounding for any tile and overlap; the cross-fade is a second line of defence against seams.
 
 Memory: the only image-sized array is the float32 output, which doubles as the blend
 accumulator (the weights are separable: their sums are two 1-D arrays). Tiles are transformed
@@ -128,23 +128,38 @@ def _align_up(n: int, a: int) -> int:
     return -(-n // a) * a
 
 
-def tile_layout(n: int, tile: int | None, overlap: int, alignment: int = 1):
+def tile_context(denoiser) -> int:
+    """Context pixels (each side) of every tile output that gets weight: 3/8 of the model's
+    default overlap, which covers its receptive radius (``Denoiser.default_overlap``). Fixed by
+    the model alone, so the image's place on the pooling grid never depends on the overlap."""
+    return 3 * denoiser.default_overlap // 8
+
+
+def tile_layout(n: int, tile: int | None, overlap: int, alignment: int = 1, context: int | None = None):
     """Tiling of one axis of length ``n``: ``(origins, tile_len, context, canvas_len)``.
 
     ``tile`` is the largest tile side; the one used is the smallest that needs no more tiles.
+    ``context`` is ``tile_context(model)``; None: 3/8 of ``overlap`` (right for the model's
+    default overlap only). Neighbours share at least ``max(overlap, 2 * context)`` pixels.
 
     Origins are in canvas coordinates; the image occupies ``[context, context + n)`` of the
     canvas. One tile covers the whole canvas when ``tile`` is None or not smaller than it.
     """
     a = max(1, int(alignment))
-    overlap = _align_up(max(0, int(overlap)), a)
-    context = 3 * overlap // 8
+    asked = max(0, int(overlap))
+    if context is None:
+        context = 3 * _align_up(asked, a) // 8
+    overlap = _align_up(max(asked, 2 * context), a)
     canvas = _align_up(n + 2 * context, a)
     if tile is None or tile >= canvas:
         return [0], canvas, context, canvas
     t = (int(tile) // a) * a
     step = t - overlap
     if step < a:
+        if overlap > _align_up(asked, a):
+            raise MammoDenoiseError(
+                f"tile ({tile}) must exceed the model's smallest overlap ({overlap}: twice its "
+                f"{context} px of context) by at least its alignment ({a})")
         raise MammoDenoiseError(
             f"tile ({tile}) must exceed overlap ({overlap}) by at least the model's alignment ({a})")
     k = 1 + math.ceil((canvas - t) / step)
@@ -379,8 +394,9 @@ def denoise_frame(frame: np.ndarray, transform: _Transform, denoiser, device: to
     a = denoiser.alignment
     if overlap is None:
         overlap = denoiser.default_overlap
-    oy, ty, cy, _ = tile_layout(h, tile, overlap, a)
-    ox, tx, cx, _ = tile_layout(w, tile, overlap, a)
+    c = tile_context(denoiser)
+    oy, ty, cy, _ = tile_layout(h, tile, overlap, a, c)
+    ox, tx, cx, _ = tile_layout(w, tile, overlap, a, c)
     wy, wx = _axis_weights(oy, ty, cy), _axis_weights(ox, tx, cx)
     if out is None:
         out = np.zeros((h, w), dtype=np.float32)
@@ -451,9 +467,9 @@ def _weight_sums(origins: Sequence[int], t: int, context: int, n: int, weights) 
     return total[context:context + n].astype(np.float32)
 
 
-def _tiles_per_frame(shape, tile, overlap, alignment) -> int:
-    ny = len(tile_layout(shape[0], tile, overlap, alignment)[0])
-    nx = len(tile_layout(shape[1], tile, overlap, alignment)[0])
+def _tiles_per_frame(shape, tile, overlap, alignment, context) -> int:
+    ny = len(tile_layout(shape[0], tile, overlap, alignment, context)[0])
+    nx = len(tile_layout(shape[1], tile, overlap, alignment, context)[0])
     return ny * nx
 
 
@@ -486,8 +502,10 @@ def denoise(image, model="default", params=None, meta=None, device="auto", tile:
     device : "auto" (CUDA, MPS, CPU), "cpu", "cuda", "mps".
     tile : largest tile side in pixels (None: whole image in one pass); tiles are shrunk to the
         smallest aligned size that needs no more tiles.
-    overlap : pixels shared by neighbouring tiles; None: the model's ``default_overlap``, for
-        which tiled output equals whole-image output (72 for the default U-Net).
+    overlap : pixels shared by neighbouring tiles, at least twice the model's context
+        (``tile_context``, 27 px for the default U-Net) whatever is asked: tiled output equals
+        whole-image output for any value. What exceeds that is cross-faded (0: a hard cut);
+        None: the model's ``default_overlap`` (72 for the default U-Net).
     batch_size : tiles per forward pass; None: ``DEFAULT_BATCH_CPU`` (1) on CPU,
         ``DEFAULT_BATCH_GPU`` (2) on a GPU.
     progress : ``progress(done, total)`` in tiles, called after each batch.
@@ -544,7 +562,8 @@ def denoise(image, model="default", params=None, meta=None, device="auto", tile:
             raise Cancelled("denoising cancelled")
         tr = _Transform(frames[k], denoiser.domain, frame_params[k], linear)
         plans.append((tr, field_parts(frames[k], tr)))
-    total = sum(_tiles_per_frame((r.stop - r.start, c.stop - c.start), tile, ov, denoiser.alignment)
+    context = tile_context(denoiser)
+    total = sum(_tiles_per_frame((r.stop - r.start, c.stop - c.start), tile, ov, denoiser.alignment, context)
                 for _, parts in plans for r, c in parts)
     done = 0
 

@@ -89,7 +89,10 @@ class DenoiseWidget(QWidget):
         self.overlap_spin = QSpinBox()
         self.overlap_spin.setRange(-1, 512)
         self.overlap_spin.setSingleStep(8)
-        self.overlap_spin.setSpecialValueText("auto (seamless)")
+        self.overlap_spin.setSpecialValueText("auto")
+        self.overlap_spin.setToolTip(
+            "pixels shared by neighbouring tiles; every value is seamless (the model's context is "
+            "always kept), what exceeds it is cross-faded; auto: the model's default")
         self.batch_spin = QSpinBox()
         self.batch_spin.setRange(0, 64)
         self.batch_spin.setSpecialValueText("auto")
