@@ -1,6 +1,7 @@
 """How a raw mammogram is windowed when its header has no VOI window."""
 
 import numpy as np
+import pytest
 
 from mammo_denoise.napari._layers import image_layer_kwargs, robust_limits
 from mammo_denoise.physics.phantom import make_phantom
@@ -16,3 +17,59 @@ def test_raw_window_covers_the_breast_not_the_open_field_or_collimator():
     # The plain percentile window would have spent the grey scale on the two plateaus.
     naive_lo, naive_hi = robust_limits(phantom.noisy)
     assert (hi - lo) < 0.7 * (naive_hi - naive_lo)
+
+
+def test_unknown_spacing_opens_at_scale_1_and_says_so(make_napari_viewer, tmp_path):
+    """pydicom-data's RG1_J2KR.dcm (a CR with PixelSpacing 0\\0) crashed napari's add_image."""
+    import pydicom
+
+    from mammo_denoise.io import FOR_PROCESSING, MammogramMeta, write_mammogram
+
+    meta = MammogramMeta(modality="CR", presentation_intent=FOR_PROCESSING)
+    path = write_mammogram(np.full((64, 48), 1000, np.float32), tmp_path / "cr.dcm", meta)
+    ds = pydicom.dcmread(path)
+    ds.PixelSpacing = [0, 0]
+    ds.save_as(path)
+    viewer = make_napari_viewer()
+    [layer] = viewer.open(str(path), plugin="napari-mammo-denoise")
+    assert tuple(layer.scale) == (1.0, 1.0)
+    assert str(layer.units[-1]) == "pixel"
+    assert layer.metadata["pixel_spacing"] == "unknown (scale: 1 per pixel)"
+
+
+def test_known_spacing_is_in_the_metadata(phantom):
+    kwargs = image_layer_kwargs(phantom.noisy, phantom.meta)
+    assert kwargs["metadata"]["pixel_spacing"] == "0.07 x 0.07 mm"
+    assert kwargs["units"] == "mm"
+
+
+def test_nps_of_an_image_without_spacing_is_per_pixel(make_napari_viewer):
+    from mammo_denoise.io import MammogramMeta
+    from mammo_denoise.napari._widgets.compare import CompareWidget
+
+    rng = np.random.default_rng(0)
+    noisy = (1000 + 30 * rng.standard_normal((160, 160))).astype(np.float32)
+    meta = MammogramMeta(modality="CR", pixel_spacing_mm=(0.0, 0.0))
+    viewer = make_napari_viewer()
+    viewer.add_image(noisy, **image_layer_kwargs(noisy, meta, name="cr"))
+    viewer.add_image(noisy * 0.5 + 500, **image_layer_kwargs(noisy, meta, name="cr denoised"))
+    w = CompareWidget(viewer)
+    w.noisy_combo.layer = "cr"
+    [(freqs, _), _] = w.compute_nps().values()
+    assert freqs[-1] == pytest.approx(0.5)  # Nyquist in cycles per pixel
+    assert w.nps_plot.ax.get_xlabel() == "spatial frequency (pixel⁻¹)"
+    assert w.nps_plot.ax.get_ylabel() == "NNPS (pixel²)"
+
+
+def test_load_table_says_a_zero_spacing_is_unknown(tmp_path):
+    import pydicom
+
+    from mammo_denoise.io import MammogramMeta, write_mammogram
+    from mammo_denoise.napari._widgets.load import read_header_summary
+
+    path = write_mammogram(np.ones((32, 32), np.float32), tmp_path / "cr.dcm", MammogramMeta())
+    ds = pydicom.dcmread(path)
+    ds.PixelSpacing = ds.ImagerPixelSpacing = [0, 0]
+    ds.save_as(path)
+    summary = read_header_summary(path)
+    assert summary.spacing is None and summary.cells()[-1] == "unknown"

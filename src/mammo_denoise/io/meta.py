@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -9,6 +10,17 @@ FOR_PROCESSING = "FOR PROCESSING"
 FOR_PRESENTATION = "FOR PRESENTATION"
 MG_FOR_PRESENTATION_SOP = "1.2.840.10008.5.1.4.1.1.1.2"
 MG_FOR_PROCESSING_SOP = "1.2.840.10008.5.1.4.1.1.1.2.1"
+
+
+def known_spacing(value) -> tuple[float, float] | None:
+    """``(row, column)`` spacing in mm, or None where it is unknown: missing, not two numbers,
+    zero, negative or non-finite (real files carry ``0\\0``, and a scale of 0 breaks viewers)."""
+    try:
+        row, column = (float(v) for v in value)
+    except (TypeError, ValueError):
+        return None
+    ok = all(math.isfinite(v) and v > 0 for v in (row, column))
+    return (row, column) if ok else None
 
 
 @dataclass(frozen=True)
@@ -49,6 +61,10 @@ class MammogramMeta:
     burned_in_annotation: str = ""  # YES / NO / "" when absent
     # Header of the source instance without PixelData, for write_derived; not compared or shown.
     dataset: Any = field(default=None, repr=False, compare=False)
+
+    def __post_init__(self):
+        # Every user of the spacing (layer scale, writer, plots in mm) sees a usable one or None.
+        object.__setattr__(self, "pixel_spacing_mm", known_spacing(self.pixel_spacing_mm))
 
     @property
     def display_inverted(self) -> bool:

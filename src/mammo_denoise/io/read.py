@@ -20,7 +20,7 @@ from pydicom.errors import InvalidDicomError
 from pydicom.pixels import get_decoder
 
 from mammo_denoise.errors import MammoDenoiseError
-from mammo_denoise.io.meta import MammogramMeta
+from mammo_denoise.io.meta import MammogramMeta, known_spacing
 
 PathLike = str | os.PathLike
 PathInput = PathLike | Sequence[PathLike]
@@ -430,12 +430,12 @@ def _first_number(value) -> float | None:
 
 
 def _spacing(ds: Dataset) -> tuple[float, float] | None:
-    value = _find(ds, "ImagerPixelSpacing", "PixelMeasuresSequence")
-    if value is None:
-        value = _find(ds, "PixelSpacing", "PixelMeasuresSequence")
-    if value is None or len(value) != 2:
-        return None
-    return (float(value[0]), float(value[1]))
+    """ImagerPixelSpacing, else PixelSpacing; None (unknown) when neither is usable."""
+    for keyword in ("ImagerPixelSpacing", "PixelSpacing"):
+        spacing = known_spacing(_find(ds, keyword, "PixelMeasuresSequence"))
+        if spacing is not None:
+            return spacing
+    return None
 
 
 def _view(ds: Dataset) -> str:

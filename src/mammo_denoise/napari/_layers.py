@@ -72,8 +72,12 @@ def image_layer_kwargs(data, meta, name: str | None = None, params=None) -> dict
         "colormap": "gray_r" if (meta is not None and meta.display_inverted) else "gray",
         "metadata": {META_KEY: meta},
     }
-    if getattr(meta, "pixel_spacing_mm", None):
+    spacing = getattr(meta, "pixel_spacing_mm", None)
+    if spacing:
         kwargs["units"] = "mm"
+        kwargs["metadata"]["pixel_spacing"] = f"{spacing[0]:g} x {spacing[1]:g} mm"
+    else:
+        kwargs["metadata"]["pixel_spacing"] = "unknown (scale: 1 per pixel)"
     raw = meta is not None and meta.is_linear
     limits = meta.contrast_limits if meta is not None else None
     kwargs["contrast_limits"] = tuple(limits) if limits else (

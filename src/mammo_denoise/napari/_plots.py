@@ -69,9 +69,9 @@ class VarianceMeanPlot(PlotCanvas):
 
 
 class NPSPlot(PlotCanvas):
-    """Radial normalized noise power spectra, log y."""
+    """Radial normalized noise power spectra, log y (``unit``: mm, or pixel where the spacing is unknown)."""
 
-    def plot_curves(self, curves: dict):
+    def plot_curves(self, curves: dict, unit: str = "mm"):
         ax = self.reset()
         colors = ["#ef5350", "#66bb6a", "#42a5f5", "#ffca28"]
         for (label, (f, nps)), c in zip(curves.items(), colors):
@@ -79,8 +79,8 @@ class NPSPlot(PlotCanvas):
             nps = np.asarray(nps)
             keep = (f > 0) & (nps > 0)
             ax.semilogy(f[keep], nps[keep], c=c, lw=1.3, label=label)
-        ax.set_xlabel("spatial frequency (mm⁻¹)", fontsize=8)
-        ax.set_ylabel("NNPS (mm²)", fontsize=8)
+        ax.set_xlabel(f"spatial frequency ({unit}⁻¹)", fontsize=8)
+        ax.set_ylabel(f"NNPS ({unit}²)", fontsize=8)
         ax.legend(fontsize=7, facecolor="#262930", labelcolor=_FG)
         self.draw_idle()
 

@@ -13,7 +13,7 @@ from qtpy.QtWidgets import (
     QWidget,
 )
 
-from .._layers import derived_kwargs, add_image
+from .._layers import META_KEY, add_image, derived_kwargs
 from ._common import LayerCombo, report_error
 
 NPS_REGION = "NPS region"
@@ -295,7 +295,10 @@ class CompareWidget(QWidget):
             if region is None:
                 region = flat_region(denoised.data, noisy=np.asarray(noisy.data))
             r, c, h, w = region
-            pixel_mm = float(noisy.scale[-1])
+            # An image whose header has no usable spacing is shown at scale 1: per pixel, not mm.
+            meta = noisy.metadata.get(META_KEY)
+            unit = "pixel" if meta is not None and meta.pixel_spacing_mm is None else "mm"
+            pixel_mm = 1.0 if unit == "pixel" else float(noisy.scale[-1])
             side = min(256, h, w)
             curves = {}
             for label, layer in (("noisy", noisy), ("denoised", denoised)):
@@ -308,6 +311,6 @@ class CompareWidget(QWidget):
             return {}
         self.region = region
         self.nps_curves = curves
-        self.nps_plot.plot_curves(curves)
+        self.nps_plot.plot_curves(curves, unit)
         self.status.setText(f"NPS region rows {r}:{r + h}, cols {c}:{c + w}")
         return curves

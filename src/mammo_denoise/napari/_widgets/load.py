@@ -43,7 +43,7 @@ class HeaderSummary:
 
     def cells(self) -> tuple[str, ...]:
         size = f"{self.columns}×{self.rows}" if self.rows else ""
-        spacing = f"{self.spacing[0]:.4g} × {self.spacing[1]:.4g}" if self.spacing else ""
+        spacing = f"{self.spacing[0]:.4g} × {self.spacing[1]:.4g}" if self.spacing else "unknown"
         intent = self.error or self.intent
         return (self.path.name, self.laterality, self.view, intent, size, spacing)
 
@@ -52,16 +52,14 @@ def read_header_summary(path) -> HeaderSummary:
     """Header fields for the table, read with ``stop_before_pixels`` (fast on any size)."""
     import pydicom
 
+    from mammo_denoise.io.meta import known_spacing
+
     path = Path(path)
     try:
         ds = pydicom.dcmread(path, stop_before_pixels=True, force=True)
     except Exception as exc:  # noqa: BLE001 - shown in the table
         return HeaderSummary(path, error=f"unreadable: {exc}")
-    spacing = ds.get("ImagerPixelSpacing") or ds.get("PixelSpacing")
-    try:
-        spacing = (float(spacing[0]), float(spacing[1])) if spacing else None
-    except (TypeError, ValueError, IndexError):
-        spacing = None
+    spacing = known_spacing(ds.get("ImagerPixelSpacing")) or known_spacing(ds.get("PixelSpacing"))
     laterality = str(ds.get("ImageLaterality", "") or ds.get("Laterality", "") or "")
     if "PixelData" not in ds and "Rows" not in ds:
         return HeaderSummary(path, laterality=laterality, error="no image (not a mammogram?)")
