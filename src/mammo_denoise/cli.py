@@ -248,6 +248,7 @@ def _distributed_share(files: list[Path]) -> list[Path]:
 def cmd_denoise(args) -> int:
     from mammo_denoise.inference import DEFAULT_TILE, apply_strength, denoise
     from mammo_denoise.io import read_mammogram, write_derived
+    from mammo_denoise.io.meta import check_modality
     from mammo_denoise.models import load_model
 
     model = load_model(args.model, device=None)
@@ -256,6 +257,8 @@ def cmd_denoise(args) -> int:
 
     def work(src):
         image, meta = read_mammogram(src)
+        if not args.any_modality:
+            check_modality(meta, override="--any-modality denoises it anyway")
         dest = _output_for(src, root, output, "_denoised")
         t0 = time.perf_counter()
         result = denoise(image, model=model, meta=meta, device=args.device, tile=args.tile or DEFAULT_TILE,
@@ -443,6 +446,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--strength", type=_strength, default=1.0, metavar="S",
                    help="denoising strength in [0, 1] (default 1): the result is noisy + S * "
                         "(denoised - noisy), keeping 1 - S of the noise and of the contrast lost")
+    p.add_argument("--any-modality", action="store_true",
+                   help="also denoise images whose modality is not MG, DX or CR (CT, MR, ...: "
+                        "the models were not made for them)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.add_argument("--progress", action="store_true", help="progress bar even when not a terminal")
     p.set_defaults(func=cmd_denoise)

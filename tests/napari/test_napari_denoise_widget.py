@@ -35,3 +35,18 @@ def test_progress_bar_reads_100_percent_after_a_finished_run(make_napari_viewer,
     bar = w.progress_bar
     assert bar.maximum() > 0 and bar.value() == bar.maximum()
     assert bar.text() == "100%"
+
+
+def test_a_ct_layer_is_refused_with_one_line_naming_the_file(make_napari_viewer, model_dir, notes):
+    from mammo_denoise.io import MammogramMeta
+
+    viewer = make_napari_viewer()
+    data = np.full((64, 64), 100.0, np.float32)
+    meta = MammogramMeta(path="/data/head.dcm", modality="CT")
+    src = viewer.add_image(data, **image_layer_kwargs(data, meta, name="head"))
+    w = _widget(viewer)
+    w.layer_combo.layer = src
+    assert w.run() is None
+    assert _errors(notes) == ["Denoise: /data/head.dcm: modality CT: the denoising models are made "
+                              "for mammograms and radiographs (MG, DX, CR), not CT images"]
+    assert "head denoised" not in viewer.layers

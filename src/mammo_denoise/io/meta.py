@@ -12,6 +12,25 @@ MG_FOR_PRESENTATION_SOP = "1.2.840.10008.5.1.4.1.1.1.2"
 MG_FOR_PROCESSING_SOP = "1.2.840.10008.5.1.4.1.1.1.2.1"
 
 
+# Projection radiographs: what the denoising models were made for (MG) and the same physics (DX, CR).
+DENOISABLE_MODALITIES = ("MG", "DX", "CR")
+
+
+def check_modality(meta: "MammogramMeta", override: str = "") -> None:
+    """Refuse an image of another modality (CT, MR, ...); one without a modality passes.
+
+    ``override`` says how the caller lets the user go ahead anyway (appended to the message).
+    """
+    modality = (meta.modality or "").strip().upper()
+    if modality and modality not in DENOISABLE_MODALITIES:
+        from mammo_denoise.errors import MammoDenoiseError
+
+        raise MammoDenoiseError(
+            f"modality {modality}: the denoising models are made for mammograms and radiographs "
+            f"({', '.join(DENOISABLE_MODALITIES)}), not {modality} images"
+            + (f"; {override}" if override else ""), path=meta.path)
+
+
 def known_spacing(value) -> tuple[float, float] | None:
     """``(row, column)`` spacing in mm, or None where it is unknown: missing, not two numbers,
     zero, negative or non-finite (real files carry ``0\\0``, and a scale of 0 breaks viewers)."""

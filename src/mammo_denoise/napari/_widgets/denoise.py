@@ -191,11 +191,20 @@ class DenoiseWidget(QWidget):
         if not model:
             report_error("no model available: fine-tune one or install weights", "Denoise")
             return None
+        meta = layer.metadata.get(META_KEY)
+        if meta is not None:
+            from mammo_denoise.errors import MammoDenoiseError
+            from mammo_denoise.io.meta import check_modality
+
+            try:
+                check_modality(meta)
+            except MammoDenoiseError as exc:  # a CT or MR layer: say so, run nothing
+                report_error(exc, "Denoise")
+                return None
         info = MODELS.get(model)
         model_ref = str(info.path) if info is not None and getattr(info, "path", None) else model
         data = np.asarray(layer.data, dtype=np.float32)
         params = layer.metadata.get(PARAMS_KEY)
-        meta = layer.metadata.get(META_KEY)
         s = self.settings
         kwargs = dict(
             device=s.device,
