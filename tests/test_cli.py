@@ -233,6 +233,36 @@ def test_denoise_again_into_a_folder_inside_the_input_skips_its_own_results(low_
         ["cc.dcm", "denoised/cc_denoised.dcm"]
 
 
+@pytest.mark.parametrize("command", [["denoise"], ["simulate-dose", "--dose", "0.5"]])
+def test_a_folder_into_an_existing_file_fails_before_any_work(command, low_dose, tmp_path, capsys, monkeypatch):
+    import mammo_denoise.io as io
+
+    root = tmp_path / "in"
+    root.mkdir()
+    shutil.copy(low_dose[0], root / "a.dcm")
+    existing = tmp_path / "ph.dcm"
+    shutil.copy(low_dose[0], existing)
+    monkeypatch.setattr(io, "read_mammogram", lambda *a, **k: pytest.fail("read an input"))
+    for out, why in [(existing, "the output for a folder must be a folder (a new or an existing one)"),
+                     (existing / "out", f"cannot hold {existing / 'out'}; choose another -o")]:
+        assert main([*command[:1], str(root), "-o", str(out), *command[1:]]) == 2
+        assert capsys.readouterr().err.strip() == f"mammo-denoise {command[0]}: error: {existing}: is a file: {why}"
+
+
+def test_denoise_folder_leaves_out_its_own_earlier_outputs(low_dose, tmp_path, capsys):
+    root = tmp_path / "study"
+    root.mkdir()
+    shutil.copy(low_dose[0], root / "cc.dcm")
+    assert main(["denoise", str(low_dose[0]), "-o", str(root / "renamed.dcm")]) == 0  # header says so
+    shutil.copy(root / "renamed.dcm", root / "mlo_denoised.dcm")  # the name says so
+    capsys.readouterr()
+    assert main(["denoise", str(root), "-o", str(tmp_path / "out")]) == 0
+    assert [p.name for p in (tmp_path / "out").rglob("*.dcm")] == ["cc_denoised.dcm"]
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err == [f"mammo-denoise denoise: note: left out 2 files this command wrote earlier "
+                   f"({root / 'mlo_denoised.dcm'}, {root / 'renamed.dcm'})"]
+
+
 def test_torchrun_ranks_share_a_folder(low_dose, tmp_path, monkeypatch):
     root = tmp_path / "in"
     root.mkdir()

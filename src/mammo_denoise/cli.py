@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import re
 import shlex
 import sys
 import time
@@ -85,11 +86,31 @@ def _non_negative_int(text: str) -> int:
     return value
 
 
-def _dicom_inputs(path: Path, output: Path | None = None) -> list[Path]:
+#: What a command writes, so that a folder never feeds it its own earlier results: the file
+#: name's ending, and words of the DerivationDescription it writes (a renamed result).
+_OWN_OUTPUTS = {"denoise": (r"_denoised\.dcm$", "Denoised with"),
+                "simulate-dose": (r"_dose\d+\.dcm$", "Simulated dose reduction")}
+
+
+def _wrote_earlier(path: Path, command: str) -> bool:
+    pattern, words = _OWN_OUTPUTS[command]
+    if re.search(pattern, path.name, flags=re.IGNORECASE):
+        return True
+    import pydicom
+
+    try:
+        ds = pydicom.dcmread(path, stop_before_pixels=True, specific_tags=["DerivationDescription"])
+    except Exception:  # noqa: BLE001 -- not DICOM: the command says so when it reads the file
+        return False
+    return words in str(ds.get("DerivationDescription", ""))
+
+
+def _dicom_inputs(path: Path, output: Path | None = None, command: str | None = None) -> list[Path]:
     """The DICOM files a command should process: the file itself, or a folder's files in order.
 
-    Files under ``output`` are left out when it lies inside the input folder, so that running a
-    command again does not take its own results as inputs.
+    In a folder, files under ``output`` are left out, and so are the results ``command`` wrote
+    there earlier (``_OWN_OUTPUTS``; one note on stderr names them), so that running a command
+    again does not take its own results as inputs. A file named explicitly is always taken.
     """
     if not path.exists():
         raise MammoDenoiseError("no such file or folder", path=path)
@@ -98,9 +119,30 @@ def _dicom_inputs(path: Path, output: Path | None = None) -> list[Path]:
     out = output.resolve() if output is not None else None
     files = sorted(p for p in path.rglob("*") if p.is_file() and not p.name.startswith(".")
                    and not (out is not None and out in p.resolve().parents))
+    earlier = [p for p in files if _wrote_earlier(p, command)] if command in _OWN_OUTPUTS else []
+    if earlier:
+        files = [p for p in files if p not in earlier]
+        if _torchrun_rank() == 0:  # one note, not one per process
+            print(f"mammo-denoise {command}: note: left out {len(earlier)} file{'s' * (len(earlier) > 1)} "
+                  f"this command wrote earlier ({', '.join(map(str, earlier))})", file=sys.stderr)
     if not files:
-        raise MammoDenoiseError("folder contains no files", path=path)
+        raise MammoDenoiseError("folder contains no files" + (" this command did not write" if earlier else ""),
+                                path=path)
     return files
+
+
+def _check_output(root: Path, output: Path) -> None:
+    """Before any work: a folder's results need a folder, and no file may stand where a folder
+    has to be made (otherwise every file is denoised and then fails to be written)."""
+    for parent in (output, *output.parents):
+        if not parent.exists():
+            continue
+        if parent == output and root.is_dir() and not output.is_dir():
+            raise MammoDenoiseError("is a file: the output for a folder must be a folder (a new or an "
+                                    "existing one)", path=output)
+        if parent != output and not parent.is_dir():
+            raise MammoDenoiseError(f"is a file: cannot hold {output}; choose another -o", path=parent)
+        return
 
 
 def _output_for(src: Path, inputs_root: Path, out: Path, suffix: str) -> Path:
@@ -131,7 +173,10 @@ def _each_file(command: str, root: Path, files: list[Path], work) -> int:
             if root.is_file():
                 raise
             failed += 1
-            text = str(err) if getattr(err, "path", None) or getattr(err, "filename", None) else f"{src}: {err}"
+            if isinstance(err, OSError) and err.filename is not None:  # name the input too
+                text = f"{src}: {err.strerror or err}: {err.filename}"
+            else:
+                text = str(err) if getattr(err, "path", None) else f"{src}: {err}"
             print(f"mammo-denoise {command}: skipped {text}", file=sys.stderr)
     if failed:
         print(f"mammo-denoise {command}: {failed} of {len(files)} files failed (see above)", file=sys.stderr)
@@ -209,7 +254,8 @@ def cmd_simulate_dose(args) -> int:
             f"noise params offset {params.offset:.1f} gain {params.gain:.3f} sigma_e {params.electronic_sigma:.2f}"))
         print(f"wrote {dest}")
 
-    return _each_file(args.command, root, _dicom_inputs(root, output), work)
+    _check_output(root, output)
+    return _each_file(args.command, root, _dicom_inputs(root, output, args.command), work)
 
 
 def cmd_noise_params(args) -> int:
@@ -251,8 +297,10 @@ def cmd_denoise(args) -> int:
     from mammo_denoise.io.meta import check_modality
     from mammo_denoise.models import load_model
 
-    model = load_model(args.model, device=None)
     root, output = Path(args.input), Path(args.output)
+    _check_output(root, output)
+    files = _distributed_share(_dicom_inputs(root, output, args.command))
+    model = load_model(args.model, device=None)
     show = not args.quiet and sys.stderr.isatty() or args.progress
 
     def work(src):
@@ -273,7 +321,7 @@ def cmd_denoise(args) -> int:
                       description=f"Denoised with {model.name}{strength} (mammo-denoise {__version__})")
         print(f"wrote {dest} ({time.perf_counter() - t0:.1f} s)")
 
-    return _each_file(args.command, root, _distributed_share(_dicom_inputs(root, output)), work)
+    return _each_file(args.command, root, files, work)
 
 
 def cmd_demo(args) -> int:
