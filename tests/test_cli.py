@@ -100,6 +100,41 @@ def test_not_dicom_is_reported_with_the_file_name(tmp_path):
     assert "Traceback" not in result.stderr
 
 
+def _write(path, image, **meta_changes):
+    import dataclasses
+
+    from mammo_denoise.io import write_mammogram
+    from mammo_denoise.physics.phantom import make_phantom
+
+    meta = dataclasses.replace(make_phantom(seed=1, shape=image.shape).meta, **meta_changes)
+    write_mammogram(image.astype(np.float32), path, meta)
+    return path
+
+
+@pytest.mark.parametrize("command", [["noise-params"], ["simulate-dose", "-o", "low.dcm", "--dose", "0.5"]])
+def test_a_single_file_error_names_the_file(command, tmp_path, capsys, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    flat = _write(tmp_path / "flat.dcm", np.full((128, 128), 100.0))
+    assert main([command[0], str(flat), *command[1:]]) == 2
+    assert capsys.readouterr().err.startswith(
+        f"mammo-denoise {command[0]}: error: {flat}: too few usable blocks for noise estimation")
+
+
+@pytest.mark.parametrize("command, task", [(["noise-params"], "noise estimation"),
+                                           (["simulate-dose", "-o", "low.dcm", "--dose", "0.5"], "dose simulation")])
+def test_a_processed_image_is_refused_as_not_raw(command, task, tmp_path, capsys, monkeypatch):
+    # A log-processed FOR PRESENTATION image used to be blamed for "too narrow a signal range".
+    monkeypatch.chdir(tmp_path)
+    rng = np.random.default_rng(0)
+    image = 400 * np.log(rng.poisson(np.linspace(50, 400, 192), (256, 192)) + 1.0)
+    pres = _write(tmp_path / "pres.dcm", image, presentation_intent="FOR PRESENTATION",
+                  pixel_intensity_relationship="LOG")
+    assert main([command[0], str(pres), *command[1:]]) == 2
+    assert capsys.readouterr().err.strip() == (
+        f"mammo-denoise {command[0]}: error: {pres}: not raw detector data (FOR PRESENTATION, LOG): "
+        f"{task} needs a linear FOR PROCESSING image, where the Poisson-Gaussian noise model holds")
+
+
 def test_invalid_dose_is_rejected_by_the_parser(phantom_file, tmp_path):
     result = run_cli("simulate-dose", str(phantom_file), "-o", str(tmp_path / "x.dcm"), "--dose", "1.5")
     assert result.returncode == 2

@@ -170,13 +170,13 @@ def _each_file(command: str, root: Path, files: list[Path], work) -> int:
         try:
             work(src)
         except (MammoDenoiseError, OSError) as err:  # a bad file, or one that cannot be written
-            if root.is_file():
-                raise
-            failed += 1
             if isinstance(err, OSError) and err.filename is not None:  # name the input too
                 text = f"{src}: {err.strerror or err}: {err.filename}"
             else:
                 text = str(err) if getattr(err, "path", None) else f"{src}: {err}"
+            if root.is_file():
+                raise MammoDenoiseError(text) from None
+            failed += 1
             print(f"mammo-denoise {command}: skipped {text}", file=sys.stderr)
     if failed:
         print(f"mammo-denoise {command}: {failed} of {len(files)} files failed (see above)", file=sys.stderr)
@@ -225,6 +225,15 @@ def cmd_phantom(args) -> int:
     return 0
 
 
+def _require_raw(meta, src: Path, task: str) -> None:
+    """The header first: on processed data a noise fit fails for reasons that mislead."""
+    if not meta.is_linear:
+        header = ", ".join(v for v in (meta.presentation_intent, meta.pixel_intensity_relationship) if v)
+        raise MammoDenoiseError(
+            f"not raw detector data ({header or 'no FOR PROCESSING intent in the header'}): {task} needs "
+            f"a linear FOR PROCESSING image, where the Poisson-Gaussian noise model holds", path=src)
+
+
 def _noise_params_for(image, meta, args):
     from mammo_denoise.physics.noise import estimate_noise_params
     from mammo_denoise.physics.params import NoiseParams
@@ -245,6 +254,7 @@ def cmd_simulate_dose(args) -> int:
 
     def work(src):
         image, meta = read_mammogram(src)
+        _require_raw(meta, src, "dose simulation")
         params = _noise_params_for(image, meta, args)
         low = simulate_dose(image, args.dose, params, method=args.method, rng=rng)
         dest = _output_for(src, root, output, f"_dose{round(100 * args.dose)}")
@@ -267,12 +277,12 @@ def cmd_noise_params(args) -> int:
 
     def work(src):
         image, meta = read_mammogram(src)
+        _require_raw(meta, src, "noise estimation")
         params = estimate_noise_params(image, method=args.method)
         results.append({"file": str(src), **params.to_dict(), "linear": meta.is_linear})
         if not args.json:
-            note = "" if meta.is_linear else "  (not linear raw data: the Poisson-Gaussian model does not hold)"
             print(f"{src}: offset {params.offset:.2f}  gain {params.gain:.4f}  "
-                  f"electronic_sigma {params.electronic_sigma:.3f}{note}")
+                  f"electronic_sigma {params.electronic_sigma:.3f}")
 
     status = _each_file(args.command, root, _dicom_inputs(root), work)
     if args.json and results:
