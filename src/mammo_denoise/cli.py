@@ -261,7 +261,8 @@ def cmd_simulate_dose(args) -> int:
         dest.parent.mkdir(parents=True, exist_ok=True)
         write_derived(low, meta, dest, description=(
             f"Simulated dose reduction to {100 * args.dose:g} % ({args.method} method, seed {args.seed}); "
-            f"noise params offset {params.offset:.1f} gain {params.gain:.3f} sigma_e {params.electronic_sigma:.2f}"))
+            f"noise params offset {params.offset:.1f} gain {params.gain:.3f} sigma_e {params.electronic_sigma:.2f}"),
+            action=f"dose simulated to {100 * args.dose:g} %", smoothed=False)
         print(f"wrote {dest}")
 
     _check_output(root, output)
@@ -327,7 +328,7 @@ def cmd_denoise(args) -> int:
             result = apply_strength(image, result, args.strength)
             strength = f" at strength {args.strength:g}"
         dest.parent.mkdir(parents=True, exist_ok=True)
-        write_derived(result, meta, dest,
+        write_derived(result, meta, dest, action=f"denoised with {model.name}{strength}",
                       description=f"Denoised with {model.name}{strength} (mammo-denoise {__version__})")
         print(f"wrote {dest} ({time.perf_counter() - t0:.1f} s)")
 
@@ -354,7 +355,8 @@ def cmd_demo(args) -> int:
                        device=args.device, progress=_Progress("denoise", sys.stderr.isatty()))
     seconds = time.perf_counter() - t0
     _, noisy_meta = read_mammogram(noisy_path)  # the written file is the derivative's source
-    write_derived(denoised, noisy_meta, out / "denoised.dcm", description=f"Denoised with {model.name}")
+    write_derived(denoised, noisy_meta, out / "denoised.dcm", description=f"Denoised with {model.name}",
+                  action=f"denoised with {model.name}")
     truth = phantom.truth_at(args.dose)
     mask = phantom.mask
     kw = dict(meta=phantom.meta, params=phantom.params)

@@ -36,6 +36,7 @@ from mammo_denoise.io.read import (
 
 PathLike = str | os.PathLike
 DEFAULT_DESCRIPTION = "Denoised by napari-mammo-denoise"
+DEFAULT_ACTION = "denoised"
 DERIVED_SERIES_OFFSET = 1000  # derived series number = source series number + this
 
 # Attributes of the source that would be false in the derived instance.
@@ -108,12 +109,16 @@ def _set_pixels(ds: Dataset, stored: np.ndarray) -> None:
 # --- derived instances -----------------------------------------------------------------------
 
 def write_derived(array: np.ndarray, source_meta: MammogramMeta, path: PathLike,
-                  description: str = DEFAULT_DESCRIPTION) -> Path:
+                  description: str = DEFAULT_DESCRIPTION, *, action: str = DEFAULT_ACTION,
+                  smoothed: bool = True) -> Path:
     """Write ``array`` (modality units) as a new instance derived from ``source_meta``'s file.
 
     New SOP Instance and Series Instance UIDs, same patient and study, ImageType
     DERIVED\\SECONDARY, DerivationDescription = ``description``, Source Image Sequence pointing
     at the source. The source header (``source_meta.dataset``) supplies everything else.
+    ``action`` says in a few words what was done (``"dose simulated to 20 %"``); it leads the
+    SeriesDescription, before the source's. ``smoothed`` (denoising) adds the derivation code
+    Smoothing; without it no code is written (CID 7203 has none for a dose simulation).
 
     A 2D array (or an (N, H, W) array for a multi-frame source) writes one file at ``path``.
     An (N, H, W) stack read from a folder or list of 2D files writes one file per frame into
@@ -121,18 +126,20 @@ def write_derived(array: np.ndarray, source_meta: MammogramMeta, path: PathLike,
     """
     array = np.asarray(array)
     if array.ndim == 3 and source_meta.n_frames == array.shape[0] and len(source_meta.files) > 1:
-        write_derived_series(array, source_meta, path, description)
+        write_derived_series(array, source_meta, path, description, action=action, smoothed=smoothed)
         return Path(path)
     if source_meta.dataset is None:
         raise MammoDenoiseError("cannot write a derived image: the source meta has no DICOM "
                                 "header (use write_mammogram for a new instance)")
     series_uid = dcm_uid.generate_uid()
-    ds = _derive(source_meta.dataset, array, source_meta, description, series_uid, path)
+    ds = _derive(source_meta.dataset, array, source_meta, (description, action, smoothed),
+                 series_uid, path)
     return _save(ds, path)
 
 
 def write_derived_series(stack: np.ndarray, source_meta: MammogramMeta, folder: PathLike,
-                         description: str = DEFAULT_DESCRIPTION) -> list[Path]:
+                         description: str = DEFAULT_DESCRIPTION, *, action: str = DEFAULT_ACTION,
+                         smoothed: bool = True) -> list[Path]:
     """One derived file per frame of a stack read from several 2D files, in one new series.
 
     Frame i derives from ``source_meta.files[i]`` (re-read for its header); files are named
@@ -153,7 +160,8 @@ def write_derived_series(stack: np.ndarray, source_meta: MammogramMeta, folder: 
         header = _read_dataset(source, defer=True)
         frame_meta = _geometry_meta(header, source_meta)
         out = folder / f"{name}.dcm"
-        written.append(_save(_derive(header, frame, frame_meta, description, series_uid, out), out))
+        what = (description, action, smoothed)
+        written.append(_save(_derive(header, frame, frame_meta, what, series_uid, out), out))
     return written
 
 
@@ -168,8 +176,10 @@ def _geometry_meta(ds: Dataset, fallback: MammogramMeta) -> MammogramMeta:
         n_frames=1)
 
 
-def _derive(source: Dataset, array: np.ndarray, meta: MammogramMeta, description: str,
+def _derive(source: Dataset, array: np.ndarray, meta: MammogramMeta, what: tuple[str, str, bool],
             series_uid: str, path: PathLike) -> Dataset:
+    """``what``: (description, action, smoothed) as given to write_derived."""
+    description, action, smoothed = what
     ds = copy.deepcopy(source)
     _check_derived_shape(ds, array, path)
     if "ModalityLUTSequence" in source:
@@ -183,8 +193,8 @@ def _derive(source: Dataset, array: np.ndarray, meta: MammogramMeta, description
         if keyword in ds:
             del ds[keyword]
     source_ts = getattr(getattr(source, "file_meta", None), "TransferSyntaxUID", None)
-    _set_derivation(ds, source, description, source_ts)
-    _set_new_series(ds, series_uid)
+    _set_derivation(ds, source, description, source_ts, smoothed)
+    _set_new_series(ds, series_uid, action)
     _set_pixels(ds, stored)
     return ds
 
@@ -200,12 +210,16 @@ def _check_derived_shape(ds: Dataset, array: np.ndarray, path: PathLike) -> None
             f"{'x'.join(map(str, expected))}", path=path)
 
 
-def _set_derivation(ds: Dataset, source: Dataset, description: str, source_ts) -> None:
+def _set_derivation(ds: Dataset, source: Dataset, description: str, source_ts,
+                    smoothed: bool) -> None:
     image_type = list(source.get("ImageType") or ["ORIGINAL", "PRIMARY"])
     ds.ImageType = ["DERIVED", "SECONDARY", *image_type[2:]]
     ds.DerivationDescription = description[:1024]  # ST holds 1024 characters
-    # Denoising has no code of its own in CID 7203 (Image Derivation); Smoothing is nearest.
-    ds.DerivationCodeSequence = DicomSequence([_code("113087", "DCM", "Smoothing")])
+    if smoothed:
+        # Denoising has no code of its own in CID 7203 (Image Derivation); Smoothing is nearest.
+        ds.DerivationCodeSequence = DicomSequence([_code("113087", "DCM", "Smoothing")])
+    elif "DerivationCodeSequence" in ds:
+        del ds.DerivationCodeSequence  # the source's codes describe the source's derivation
     ref = Dataset()
     ref.ReferencedSOPClassUID = source.SOPClassUID
     ref.ReferencedSOPInstanceUID = source.SOPInstanceUID
@@ -222,7 +236,7 @@ def _set_derivation(ds: Dataset, source: Dataset, description: str, source_ts) -
         ds.BurnedInAnnotation = "NO"
 
 
-def _set_new_series(ds: Dataset, series_uid: str) -> None:
+def _set_new_series(ds: Dataset, series_uid: str, action: str) -> None:
     date, time = _now()
     ds.SOPInstanceUID = dcm_uid.generate_uid()
     ds.SeriesInstanceUID = series_uid
@@ -231,11 +245,22 @@ def _set_new_series(ds: Dataset, series_uid: str) -> None:
     except (TypeError, ValueError):
         number = 0
     ds.SeriesNumber = number + DERIVED_SERIES_OFFSET
-    source_description = str(ds.get("SeriesDescription", "") or "").strip()
-    ds.SeriesDescription = (f"{source_description} denoised" if source_description else "Denoised")[-64:]
+    ds.SeriesDescription = series_description(action, str(ds.get("SeriesDescription", "") or ""))
     ds.SeriesDate, ds.SeriesTime = date, time
     ds.ContentDate, ds.ContentTime = date, time
     ds.InstanceCreationDate, ds.InstanceCreationTime = date, time
+
+
+def series_description(action: str, source: str = "") -> str:
+    """``action`` then the source's description, "; "-separated, in whole parts that fit the 64
+    characters of a LO: a chain of derivations reads newest first and never repeats a step."""
+    parts = [p.strip() for p in [*action.split("; "), *source.split("; ")] if p.strip()]
+    text = parts[0][:64] if parts else ""
+    for part in parts[1:]:
+        if len(text) + 2 + len(part) > 64:
+            break
+        text = f"{text}; {part}"
+    return text
 
 
 def _code(value: str, scheme: str, meaning: str) -> Dataset:

@@ -29,6 +29,12 @@ def write_dicom(path: str, data, attributes: dict) -> list[str]:
     if getattr(meta, "dataset", None) is None:
         out = write_mammogram(array, path, meta)
     else:
-        description = metadata.get(DERIVATION_KEY) or f"napari-mammo-denoise: {name}"
-        out = write_derived(array, meta, path, description=description)
+        chain = metadata.get(DERIVATION_KEY) or ""
+        description = chain or f"napari-mammo-denoise: {name}"
+        # The source file is the original, so the series says every step, newest first, each
+        # without its details in brackets (those stay in DerivationDescription).
+        steps = [step.split(" (")[0].strip() for step in reversed(chain.split("; ")) if step.strip()]
+        out = write_derived(array, meta, path, description=description,
+                            action="; ".join(steps) or f"saved from napari as '{name}'",
+                            smoothed="model" in metadata)  # the denoise widget records its model
     return [str(Path(out))]
