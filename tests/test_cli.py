@@ -135,6 +135,36 @@ def test_a_processed_image_is_refused_as_not_raw(command, task, tmp_path, capsys
         f"{task} needs a linear FOR PROCESSING image, where the Poisson-Gaussian noise model holds")
 
 
+def _three(root, image, **meta_changes):
+    root.mkdir()
+    return [_write(root / f"{name}.dcm", image, **meta_changes) for name in "abc"]
+
+
+def test_each_file_fitted_without_a_dark_region_gets_one_plain_note(tmp_path):
+    # Python printed such notes as warnings with a source line, and once per process.
+    from mammo_denoise.physics.phantom import make_phantom
+
+    files = _three(tmp_path / "in", make_phantom(seed=1, shape=(256, 192)).noisy[64:192, :64])
+    result = run_cli("noise-params", str(tmp_path / "in"))
+    assert result.returncode == 0, result.stderr
+    notes = result.stderr.strip().splitlines()
+    assert [n.split(": note: ")[0] for n in notes] == [str(f) for f in files]
+    assert all(": note: no unexposed (dark) region found and no offset given" in n for n in notes)
+
+
+def test_each_processed_file_denoised_gets_one_plain_note(tmp_path):
+    from mammo_denoise.physics.phantom import make_phantom
+
+    files = _three(tmp_path / "in", make_phantom(seed=1, shape=(128, 96)).noisy,
+                   presentation_intent="FOR PRESENTATION")
+    result = run_cli("denoise", str(tmp_path / "in"), "-o", str(tmp_path / "out"), "--quiet")
+    assert result.returncode == 0, result.stderr
+    assert "Warning" not in result.stderr and "denoise(" not in result.stderr  # no raw warning
+    for f in files:
+        assert f"{f}: note: image is not linear raw data (FOR PRESENTATION or LOG)" in result.stderr.splitlines()[
+            [line.split(": note: ")[0] for line in result.stderr.splitlines()].index(str(f))]
+
+
 def test_invalid_dose_is_rejected_by_the_parser(phantom_file, tmp_path):
     result = run_cli("simulate-dose", str(phantom_file), "-o", str(tmp_path / "x.dcm"), "--dose", "1.5")
     assert result.returncode == 2

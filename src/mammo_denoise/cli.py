@@ -164,11 +164,16 @@ def _output_for(src: Path, inputs_root: Path, out: Path, suffix: str) -> Path:
 def _each_file(command: str, root: Path, files: list[Path], work) -> int:
     """``work(src)`` for every file. In a folder a file that fails is reported on one line
     naming it and skipped, and the others go on; the exit status is 2 if any failed. A single
-    file's error propagates as usual."""
+    file's error propagates, naming the file. The warnings a file's work issues (an approximate
+    treatment) become ``FILE: note: ...`` lines on stderr, one per note and file."""
+    from mammo_denoise.notes import collected_notes
+
     failed = 0
     for src in files:
+        notes: list[str] = []
         try:
-            work(src)
+            with collected_notes() as notes:
+                work(src)
         except (MammoDenoiseError, OSError) as err:  # a bad file, or one that cannot be written
             if isinstance(err, OSError) and err.filename is not None:  # name the input too
                 text = f"{src}: {err.strerror or err}: {err.filename}"
@@ -178,6 +183,9 @@ def _each_file(command: str, root: Path, files: list[Path], work) -> int:
                 raise MammoDenoiseError(text) from None
             failed += 1
             print(f"mammo-denoise {command}: skipped {text}", file=sys.stderr)
+        finally:  # what was approximate about this file: one plain line each (mammo_denoise.notes)
+            for note in notes:
+                print(f"{src}: note: {note}", file=sys.stderr)
     if failed:
         print(f"mammo-denoise {command}: {failed} of {len(files)} files failed (see above)", file=sys.stderr)
         return EXIT_USER_ERROR

@@ -186,6 +186,26 @@ def test_denoise_cancel_adds_no_layer(make_napari_viewer, qtbot, phantom, model_
     assert any("cancelled" in m.lower() for _, m in notes)
 
 
+def test_denoise_of_a_processed_image_notifies_a_plain_note_naming_it(make_napari_viewer, qtbot, phantom,
+                                                                    model_dir, notes):
+    import dataclasses
+
+    from mammo_denoise.napari._widgets.denoise import DenoiseWidget
+
+    viewer = make_napari_viewer()
+    meta = dataclasses.replace(phantom.meta, presentation_intent="FOR PRESENTATION")
+    w = DenoiseWidget(viewer)
+    w.settings.model, w.settings.device = "tiny", "cpu"
+    for name in ("first", "second"):  # each run says it, not only the first in the process
+        w.layer_combo.layer = viewer.add_image(phantom.noisy, **image_layer_kwargs(phantom.noisy, meta, name=name))
+        w.run()
+        wait_idle(qtbot, w)
+    said = [m for sev, m in notes if "warning" in sev.lower()]
+    assert [m.split(": ")[0] for m in said] == ["first", "second"]
+    assert all(m.split(": ", 1)[1].startswith("image is not linear raw data (FOR PRESENTATION or LOG)")
+               for m in said)
+
+
 def test_denoise_without_layer_notifies(make_napari_viewer, model_dir, notes):
     from mammo_denoise.napari._widgets.denoise import DenoiseWidget
 
@@ -361,6 +381,18 @@ def test_dose_estimate_fills_boxes(make_napari_viewer, qtbot, phantom):
     assert w.gain_spin.value() == pytest.approx(w.settings.gain, rel=1e-3)
     assert src.metadata["noise_params"].gain == pytest.approx(w.settings.gain)
     assert len(w.plot.ax.collections) >= 1  # the scatter is drawn
+
+
+def test_dose_estimate_notifies_the_fit_notes_naming_the_layer(make_napari_viewer, qtbot, phantom, notes):
+    from mammo_denoise.napari._widgets.dose import DoseWidget
+
+    viewer = make_napari_viewer()
+    w = DoseWidget(viewer)
+    w.layer_combo.layer = viewer.add_image(np.ascontiguousarray(phantom.noisy[48:144, :64]), name="crop")
+    w.estimate()
+    wait_idle(qtbot, w)
+    said = [m for sev, m in notes if "warning" in sev.lower()]
+    assert len(said) == 1 and said[0].startswith("crop: no unexposed (dark) region found")
 
 
 # -- fine-tune ----------------------------------------------------------------------------------

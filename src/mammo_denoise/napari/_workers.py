@@ -24,6 +24,15 @@ class Progress:
     text: str = ""
 
 
+@dataclass(frozen=True)
+class Note:
+    """A note the core issued as a warning about ``source`` (a layer's name), for a notification
+    on the main thread (``mammo_denoise.notes``)."""
+
+    source: str
+    text: str
+
+
 def iterate_progress(call):
     """``call(progress)`` on a helper thread; yields what it passes to ``progress``."""
     q: queue.Queue = queue.Queue()

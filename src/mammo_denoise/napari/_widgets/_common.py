@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import napari
-from napari.utils.notifications import show_error, show_info
+from napari.utils.notifications import show_error, show_info, show_warning
 from qtpy.QtWidgets import QComboBox
 
 from .._workers import error_message
@@ -84,3 +84,8 @@ def report_error(exc: BaseException | str, context: str = "") -> str:
 
 def report_info(message: str) -> None:
     show_info(message)
+
+
+def report_note(source: str, text: str) -> None:
+    """A warning notification naming the layer: something about its result is approximate."""
+    show_warning(f"{source}: {text}")

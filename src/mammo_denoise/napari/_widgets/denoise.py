@@ -24,9 +24,9 @@ from superqt import QCollapsible
 from .._layers import DERIVATION_KEY, META_KEY, PARAMS_KEY, add_image, derived_kwargs
 from .._persist import remember
 from .._state import MODELS, DenoiseSettings, default_model_name
-from .._workers import Progress, iterate_progress
+from .._workers import Note, Progress, iterate_progress
 from ._bind import bind
-from ._common import LayerCombo, report_error, report_info
+from ._common import LayerCombo, report_error, report_info, report_note
 
 DEVICES = ("auto", "cpu", "cuda")
 
@@ -216,31 +216,37 @@ class DenoiseWidget(QWidget):
         self._completed = False
         cancel = self._cancel.is_set
 
+        source = layer.name
+
         @thread_worker(start_thread=False, ignore_errors=True)
         def work():
             from mammo_denoise import inference
+            from mammo_denoise.notes import collected_notes
             from mammo_denoise.physics.noise import estimate_noise_params
 
-            p = params
-            if p is None and (meta is None or meta.is_linear):
-                # linear raw data: estimate once here so the layer records what was used
-                # (one set per frame of a stack); otherwise the core fits its own
-                # (approximate) model and warns
-                yield Progress(0, 1, "estimating noise parameters")
-                p = estimate_noise_params(data) if data.ndim == 2 else [estimate_noise_params(f) for f in data]
+            with collected_notes() as notes:  # said on the main thread, naming the layer
+                p = params
+                if p is None and (meta is None or meta.is_linear):
+                    # linear raw data: estimate once here so the layer records what was used
+                    # (one set per frame of a stack); otherwise the core fits its own
+                    # (approximate) model and warns
+                    yield Progress(0, 1, "estimating noise parameters")
+                    p = estimate_noise_params(data) if data.ndim == 2 else [estimate_noise_params(f) for f in data]
 
-            def call(progress):
-                return inference.denoise(
-                    data,
-                    model=model_ref,
-                    params=p,
-                    meta=meta,
-                    progress=lambda done, total: progress(Progress(int(done), int(total))),
-                    cancel=cancel,
-                    **kwargs,
-                )
+                def call(progress):
+                    return inference.denoise(
+                        data,
+                        model=model_ref,
+                        params=p,
+                        meta=meta,
+                        progress=lambda done, total: progress(Progress(int(done), int(total))),
+                        cancel=cancel,
+                        **kwargs,
+                    )
 
-            out = yield from iterate_progress(call)
+                out = yield from iterate_progress(call)
+            for text in notes:
+                yield Note(source, text)
             return np.asarray(out, dtype=np.float32), data, p
 
         worker = work()
@@ -262,7 +268,9 @@ class DenoiseWidget(QWidget):
         self.status.setText("cancelling…")
 
     def _on_progress(self, msg):
-        if isinstance(msg, Progress):
+        if isinstance(msg, Note):
+            report_note(msg.source, msg.text)
+        elif isinstance(msg, Progress):
             if msg.total > 0 and not msg.text:
                 self.progress_bar.setRange(0, msg.total)
                 self.progress_bar.setValue(msg.done)

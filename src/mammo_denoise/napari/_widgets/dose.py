@@ -30,7 +30,7 @@ from .._layers import PARAMS_KEY, add_image, derived_kwargs
 from .._persist import remember
 from .._state import DoseSettings
 from ._bind import bind
-from ._common import LayerCombo, report_error
+from ._common import LayerCombo, report_error, report_note
 
 METHODS = ("moments", "binomial", "seed")
 PREVIEW_MAX_SIDE = 768  # preview: at most ~0.6 Mpx whatever the detector size
@@ -199,7 +199,7 @@ class DoseWidget(QWidget):
         def work():
             from mammo_denoise.physics.noise import fit_noise_model
 
-            return fit_noise_model(data)
+            return fit_noise_model(data, warn=False)  # its notes are shown in _on_fit
 
         worker = work()
         worker.returned.connect(lambda fit: self._on_fit(layer, fit))
@@ -209,6 +209,8 @@ class DoseWidget(QWidget):
 
     def _on_fit(self, layer, fit):
         self.fit = fit
+        for text in _fit_attr(fit, "warnings", default=()):
+            report_note(layer.name, text)
         params = _fit_attr(fit, "params")
         if params is not None:
             self.set_params(params)
