@@ -5,6 +5,7 @@ from __future__ import annotations
 import napari
 import numpy as np
 from qtpy.QtWidgets import (
+    QCheckBox,
     QFormLayout,
     QHBoxLayout,
     QLabel,
@@ -13,7 +14,7 @@ from qtpy.QtWidgets import (
     QWidget,
 )
 
-from .._layers import META_KEY, add_image, derived_kwargs
+from .._layers import META_KEY, PARAMS_KEY, add_image, derived_kwargs
 from ._common import LayerCombo, report_error
 
 NPS_REGION = "NPS region"
@@ -74,6 +75,18 @@ def flat_region(image, size: int | None = None, noisy=None) -> tuple[int, int, i
     return best
 
 
+def _residual(noisy, denoised, params=None):
+    """noisy − denoised in DN, or with ``params`` (one NoiseParams, or a list for a stack's
+    frames) in noise standard deviations."""
+    if params is None:
+        return noisy - denoised
+    from mammo_denoise.render import gat_residual
+
+    if isinstance(params, (list, tuple)):
+        return np.stack([gat_residual(n, d, p) for n, d, p in zip(noisy, denoised, params)])
+    return gat_residual(noisy, denoised, params)
+
+
 def viewer_grid(viewer):
     """The viewer's grid model (``viewer.canvas.grid`` since napari 0.9, else ``viewer.grid``)."""
     canvas = getattr(viewer, "canvas", None)
@@ -83,7 +96,8 @@ def viewer_grid(viewer):
 
 class CompareWidget(QWidget):
     """Public attributes: ``noisy_combo``/``denoised_combo`` (``.layer``), ``nps_plot``,
-    ``nps_curves`` (dict label -> (freqs, nnps) after ``compute_nps()``), ``k_sigma`` (3.0);
+    ``nps_curves`` (dict label -> (freqs, nnps) after ``compute_nps()``), ``k_sigma`` (3.0: the
+    colour limits, in noise σ, of the residual with ``sigma_check`` on);
     handlers: ``difference()`` -> layer, ``side_by_side(enabled=None)``, ``toggle()`` -> name of
     the layer now shown, ``add_nps_region()``, ``compute_nps()`` -> dict.
     """
@@ -102,6 +116,10 @@ class CompareWidget(QWidget):
 
         self.diff_button = QPushButton("Difference (noisy − denoised)")
         self.diff_button.clicked.connect(self.difference)
+        self.sigma_check = QCheckBox("in noise σ (Anscombe domain)")
+        self.sigma_check.setToolTip(
+            "anscombe(noisy) − anscombe(denoised) with the image's noise parameters: removed noise "
+            "is ~N(0, 1) everywhere, so removed anatomy stands out (raw FOR PROCESSING data only)")
         self.grid_button = QPushButton("Side by side")
         self.grid_button.setCheckable(True)
         self.grid_button.clicked.connect(lambda checked: self.side_by_side(checked))
@@ -133,6 +151,7 @@ class CompareWidget(QWidget):
         layout = QVBoxLayout(self)
         layout.addLayout(form)
         layout.addWidget(self.diff_button)
+        layout.addWidget(self.sigma_check)
         layout.addLayout(row)
         layout.addLayout(row2)
         layout.addWidget(self.nps_plot, 1)
@@ -161,23 +180,40 @@ class CompareWidget(QWidget):
         return noisy, denoised
 
     def difference(self):
-        """Add (or update) '<noisy> difference' = noisy − denoised, diverging, centred on 0."""
+        """Add (or update) '<noisy> difference' = noisy − denoised, diverging, centred on 0, its
+        colours scaled inside the breast; with ``sigma_check`` on, '<noisy> residual (σ)' = the
+        same in noise standard deviations (``render.gat_residual``), limits ±``k_sigma``."""
+        from mammo_denoise.render import breast_mask, difference_limit
+
         pair = self._pair()
         if pair is None:
             return None
         noisy, denoised = pair
         noisy_data = np.asarray(noisy.data, np.float32)
-        diff = noisy_data - np.asarray(denoised.data, np.float32)
-        # Scale the colours to the tissue the noisy layer's window shows: in raw data the open
-        # field is far noisier than the breast and would wash the breast's residual out.
-        lo, hi = noisy.contrast_limits
-        shown = (noisy_data >= lo) & (noisy_data <= hi)
-        limits = symmetric_limits(diff[shown] if shown.mean() > 0.05 else diff, self.k_sigma)
-        name = f"{noisy.name} difference"
+        meta = noisy.metadata.get(META_KEY)
+        in_sigma = self.sigma_check.isChecked()
+        try:
+            params = self._noise_params(noisy, noisy_data) if in_sigma else None
+            diff = _residual(noisy_data, np.asarray(denoised.data, np.float32), params)
+            if in_sigma:
+                limits = (-self.k_sigma, self.k_sigma)
+                shown = f"±{self.k_sigma:g} noise σ shown"
+            else:
+                # In raw data the open field holds the most counts and so the largest residual:
+                # scaled by the whole image, the breast's residual would look flat.
+                mask = breast_mask(noisy_data, meta, noisy.metadata.get(PARAMS_KEY)
+                                   if noisy_data.ndim == 2 else None)
+                limit = difference_limit(diff, mask)
+                limits = (-limit, limit)
+                shown = f"±{limit:.3g} DN shown (99.5th percentile of |difference| in the breast)"
+        except Exception as exc:  # noqa: BLE001
+            report_error(exc, "Compare")
+            return None
+        name = f"{noisy.name} residual (σ)" if in_sigma else f"{noisy.name} difference"
         kwargs = derived_kwargs(
             noisy,
             name,
-            f"difference '{noisy.name}' − '{denoised.name}'",
+            f"{'residual in noise σ' if in_sigma else 'difference'} '{noisy.name}' − '{denoised.name}'",
             colormap=DIFF_COLORMAP,
             contrast_limits=limits,
             gamma=1.0,
@@ -191,11 +227,29 @@ class CompareWidget(QWidget):
             layer.metadata.update(kwargs["metadata"])
         else:
             layer = add_image(self.viewer, diff, kwargs)
-        self._follow(noisy, denoised, layer)
-        self.status.setText(f"difference: ±{limits[1]:.3g} DN shown ({self.k_sigma:g} robust σ)")
+        self._follow(noisy, denoised, layer, params)
+        self.status.setText(f"{name}: {shown}")
         return layer
 
-    def _follow(self, noisy, denoised, diff_layer):
+    def _noise_params(self, noisy, data):
+        """The noisy layer's NoiseParams; estimated (and kept on the layer) when it has none."""
+        from mammo_denoise.errors import MammoDenoiseError
+
+        meta = noisy.metadata.get(META_KEY)
+        if meta is not None and not meta.is_linear:
+            raise MammoDenoiseError(
+                f"'{noisy.name}' is not raw (linear) data: the residual in noise σ needs the "
+                "Poisson-Gaussian noise of a FOR PROCESSING image")
+        params = noisy.metadata.get(PARAMS_KEY)
+        if params is None:
+            from mammo_denoise.physics.noise import estimate_noise_params
+
+            params = (estimate_noise_params(data) if data.ndim == 2
+                      else [estimate_noise_params(frame) for frame in data])
+            noisy.metadata[PARAMS_KEY] = params
+        return params
+
+    def _follow(self, noisy, denoised, diff_layer, params=None):
         """Keep the difference equal to noisy − denoised while the denoised layer changes (its
         strength, a rerun). Colours stay as first scaled, so a smaller difference looks smaller."""
         self._unfollow()
@@ -205,7 +259,8 @@ class CompareWidget(QWidget):
             if not all(x in layers for x in (noisy, denoised, diff_layer)):
                 self._unfollow()
             elif np.shape(noisy.data) == np.shape(denoised.data):
-                diff_layer.data = np.asarray(noisy.data, np.float32) - np.asarray(denoised.data, np.float32)
+                diff_layer.data = _residual(np.asarray(noisy.data, np.float32),
+                                            np.asarray(denoised.data, np.float32), params)
 
         denoised.events.data.connect(update)
         self._followed = (denoised, update)
