@@ -73,3 +73,60 @@ def test_load_table_says_a_zero_spacing_is_unknown(tmp_path):
     ds.save_as(path)
     summary = read_header_summary(path)
     assert summary.spacing is None and summary.cells()[-1] == "unknown"
+
+
+def _monochrome2(phantom, sign=1):
+    from dataclasses import replace
+
+    return replace(phantom.meta, photometric_interpretation="MONOCHROME2",
+                   pixel_intensity_relationship_sign=sign)
+
+
+def _shown(kwargs, values):
+    """Displayed grey level (0 black .. 1 white) of data values under the layer's settings."""
+    lo, hi = kwargs["contrast_limits"]
+    v = np.clip((np.asarray(values, float) - lo) / (hi - lo), 0, 1) ** kwargs["gamma"]
+    return 1 - v if kwargs["colormap"] == "gray_r" else v
+
+
+def test_raw_monochrome2_shows_the_breast_bright_on_a_dark_background():
+    phantom = make_phantom(seed=0, shape=(512, 384))
+    data = phantom.noisy.copy()
+    kwargs = image_layer_kwargs(data, _monochrome2(phantom), params=phantom.params)
+    np.testing.assert_array_equal(data, phantom.noisy)  # display settings only, data untouched
+    assert kwargs["colormap"] == "gray_r"
+    open_field = phantom.noisy >= np.percentile(phantom.noisy, 99)
+    breast = np.median(_shown(kwargs, phantom.noisy[phantom.mask]))
+    assert breast > 0.3 and np.median(_shown(kwargs, phantom.noisy[open_field])) == 0.0
+
+
+def test_raw_window_follows_the_log_of_the_signal_in_the_breast():
+    phantom = make_phantom(seed=0, shape=(512, 384))
+    kwargs = image_layer_kwargs(phantom.noisy, _monochrome2(phantom), params=phantom.params)
+    lo, hi = kwargs["contrast_limits"]
+    z = np.percentile(phantom.noisy[phantom.mask], [10, 25, 50, 75, 90])
+    off = phantom.params.offset
+    attenuation = np.log((hi - off) / (z - off)) / np.log((hi - off) / (lo - off))
+    np.testing.assert_allclose(_shown(kwargs, z), attenuation, atol=0.06)
+
+
+def test_raw_with_a_negative_sign_is_not_inverted():
+    phantom = make_phantom(seed=0, shape=(256, 192))
+    assert image_layer_kwargs(phantom.noisy, _monochrome2(phantom, sign=-1))["colormap"] == "gray"
+
+
+def test_layers_derived_from_a_raw_image_follow_its_display(make_napari_viewer):
+    from mammo_denoise.napari._layers import derived_kwargs
+    from mammo_denoise.napari._widgets.compare import CompareWidget
+
+    phantom = make_phantom(seed=0, shape=(256, 192))
+    viewer = make_napari_viewer()
+    src = viewer.add_image(phantom.noisy, **image_layer_kwargs(
+        phantom.noisy, _monochrome2(phantom), name="raw", params=phantom.params))
+    den = viewer.add_image(phantom.truth_at(), **derived_kwargs(src, "raw denoised", "denoised"))
+    assert (den.colormap.name, den.gamma) == ("gray_r", src.gamma) and src.gamma < 1
+    w = CompareWidget(viewer)
+    w.noisy_combo.layer = "raw"
+    diff = w.difference()
+    # noisy − denoised > 0 means more X-rays in the noisy image: shown darker, like the image
+    assert diff.colormap.name == "PiYG_r"

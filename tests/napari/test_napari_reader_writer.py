@@ -45,7 +45,8 @@ def test_reader_folder_one_layer_per_view(mg_folder):
     names = sorted(kw["name"] for _, kw, _ in layers)
     assert names == ["L CC", "R MLO"]
     cmaps = {kw["name"]: kw["colormap"] for _, kw, _ in layers}
-    assert cmaps == {"L CC": "gray", "R MLO": "gray_r"}
+    # both raw (FOR PROCESSING, LIN): shown with the breast bright, MONOCHROME2 as well as 1
+    assert cmaps == {"L CC": "gray_r", "R MLO": "gray_r"}
 
 
 def test_reader_declines_other_files(tmp_path):

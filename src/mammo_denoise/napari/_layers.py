@@ -5,8 +5,11 @@ Display rules (one place, used by the reader, the sample data and every widget):
 * ``scale`` is the pixel spacing in mm, so rulers and NPS frequencies are physical;
 * the name is ``meta.layer_name`` (laterality + view), never patient data;
 * contrast limits come from the VOI window when the header has one; raw (linear) data are
-  windowed on the breast (``tissue_limits``) with a gamma standing in for the log display;
-* MONOCHROME1 is shown with ``gray_r``: the data stay untouched, only the colormap flips;
+  windowed on the breast (``tissue_limits``) with a gamma fitted so that the grey level follows
+  the log of the signal there (``log_gamma``), as a processed mammogram shows attenuation;
+* MONOCHROME1 is shown with ``gray_r``, and so is raw data where more X-rays give higher values
+  (PixelIntensityRelationshipSign +1, the default), whatever its photometric interpretation: the
+  breast bright, the open field dark. The data stay untouched, only the colormap flips;
 * ``metadata["mammo_meta"]`` carries the MammogramMeta, ``metadata["noise_params"]`` the
   NoiseParams once known, ``metadata["derivation"]`` what was done to derive the layer.
 """
@@ -58,6 +61,41 @@ def tissue_limits(data, low: float = 0.5, high: float = 99.5) -> tuple[float, fl
     return (float(lo), float(hi)) if hi > lo else robust_limits(data, low, high)
 
 
+def log_gamma(data, limits, offset: float = 0.0) -> float:
+    """The gamma for which the windowed grey level ``v ** gamma`` best follows the log of the
+    signal above ``offset`` over the values inside ``limits`` (least squares on a grid).
+
+    With the inverted colormap, ``1 - v ** gamma`` is then close to the attenuation
+    ``log(hi / z)`` scaled to the window: a log display without changing the data.
+    """
+    lo, hi = (float(v) for v in limits)
+    low, high = lo - offset, hi - offset
+    if not (low > 0 and high > low):
+        return RAW_GAMMA
+    arr = np.asarray(data)
+    step = max(1, int(np.sqrt(arr.size / 250_000)))
+    sample = arr[..., ::step, ::step].astype(np.float64).ravel()
+    sample = sample[(sample > lo) & (sample < hi)]
+    if sample.size < 100:
+        return RAW_GAMMA
+    v = (sample - lo) / (hi - lo)
+    target = np.log((sample - offset) / low) / np.log(high / low)
+    gammas = np.linspace(0.1, 1.0, 91)
+    errors = [np.mean((v**g - target) ** 2) for g in gammas]
+    return float(gammas[int(np.argmin(errors))])
+
+
+def colormap_for(meta) -> str:
+    """``gray_r`` where higher values must look darker: MONOCHROME1, and raw data in which
+    higher values mean more X-rays (the open field), so the breast shows bright as radiologists
+    read it; else ``gray``."""
+    if meta is None:
+        return "gray"
+    if meta.is_linear:
+        return "gray" if meta.pixel_intensity_relationship_sign == -1 else "gray_r"
+    return "gray_r" if meta.display_inverted else "gray"
+
+
 def scale_for(meta, ndim: int = 2) -> tuple[float, ...]:
     spacing = getattr(meta, "pixel_spacing_mm", None) if meta is not None else None
     spacing = tuple(float(s) for s in spacing) if spacing else (1.0, 1.0)
@@ -69,7 +107,7 @@ def image_layer_kwargs(data, meta, name: str | None = None, params=None) -> dict
     kwargs = {
         "name": name or (meta.layer_name if meta is not None else "image"),
         "scale": scale_for(meta, np.ndim(data)),
-        "colormap": "gray_r" if (meta is not None and meta.display_inverted) else "gray",
+        "colormap": colormap_for(meta),
         "metadata": {META_KEY: meta},
     }
     spacing = getattr(meta, "pixel_spacing_mm", None)
@@ -83,9 +121,10 @@ def image_layer_kwargs(data, meta, name: str | None = None, params=None) -> dict
     kwargs["contrast_limits"] = tuple(limits) if limits else (
         tissue_limits(data) if raw else robust_limits(data))
     if raw:
-        # Raw data are linear in dose while readers see attenuation, roughly its logarithm:
-        # a gamma of 0.5 on the window stands in for the log so dense tissue keeps its contrast.
-        kwargs["gamma"] = RAW_GAMMA
+        # Raw data are linear in dose while readers see attenuation, its logarithm: a gamma
+        # fitted to the log over the window stands in for it, so dense tissue keeps its contrast.
+        offset = float(params.offset) if params is not None and not isinstance(params, list) else 0.0
+        kwargs["gamma"] = log_gamma(data, kwargs["contrast_limits"], offset)
     if params is not None:
         kwargs["metadata"][PARAMS_KEY] = params
     return kwargs

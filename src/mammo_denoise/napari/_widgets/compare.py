@@ -210,11 +210,14 @@ class CompareWidget(QWidget):
             report_error(exc, "Compare")
             return None
         name = f"{noisy.name} residual (σ)" if in_sigma else f"{noisy.name} difference"
+        # Green where the noisy pixel shows brighter than the denoised one, whichever way the
+        # image's grey scale runs (raw and MONOCHROME1 data show higher values darker).
+        colormap = f"{DIFF_COLORMAP}_r" if noisy.colormap.name == "gray_r" else DIFF_COLORMAP
         kwargs = derived_kwargs(
             noisy,
             name,
             f"{'residual in noise σ' if in_sigma else 'difference'} '{noisy.name}' − '{denoised.name}'",
-            colormap=DIFF_COLORMAP,
+            colormap=colormap,
             contrast_limits=limits,
             gamma=1.0,
         )
@@ -222,7 +225,7 @@ class CompareWidget(QWidget):
             layer = self.viewer.layers[name]
             layer.data = diff
             layer.contrast_limits = limits
-            layer.colormap = DIFF_COLORMAP
+            layer.colormap = colormap
             layer.gamma = 1.0
             layer.metadata.update(kwargs["metadata"])
         else:
