@@ -21,26 +21,6 @@ NPS_REGION = "NPS region"
 DIFF_COLORMAP = "PiYG"
 
 
-def robust_std(x) -> float:
-    """1.4826 x median absolute deviation (insensitive to edges and structures)."""
-    x = np.asarray(x, dtype=np.float64).ravel()
-    step = max(1, x.size // 1_000_000)
-    x = x[::step]
-    x = x[np.isfinite(x)]
-    if x.size == 0:
-        return 0.0
-    return float(1.4826 * np.median(np.abs(x - np.median(x))))
-
-
-def symmetric_limits(diff, k: float = 3.0) -> tuple[float, float]:
-    s = robust_std(diff)
-    if not s > 0:
-        s = float(np.nanmax(np.abs(diff))) if np.size(diff) else 1.0
-        s = s if s > 0 else 1.0
-        k = 1.0
-    return (-k * s, k * s)
-
-
 def flat_region(image, size: int | None = None, noisy=None) -> tuple[int, int, int, int]:
     """``(row0, col0, height, width)`` of the most uniform square ROI with signal.
 
