@@ -230,7 +230,7 @@ def test_compare_difference_grid_toggle_nps(make_napari_viewer, phantom):
     np.testing.assert_allclose(diff.data, noisy.data - clean, rtol=1e-6)
     lo, hi = diff.contrast_limits
     assert lo == pytest.approx(-hi) and hi > 0
-    assert diff.colormap.name == "PiYG"
+    assert diff.colormap.name == "PiYG_r"  # the raw phantom shows higher values darker (gray_r)
     assert tuple(diff.scale) == tuple(noisy.scale)
 
     from mammo_denoise.napari._widgets.compare import viewer_grid
