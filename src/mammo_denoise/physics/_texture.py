@@ -1,4 +1,4 @@
-"""Random fields for the breast phantom: power-law texture, ligament ridges, ductal streaks.
+"""Random fields for the breast phantom: power-law texture, ligament ridges, fat lobules.
 
 All functions are pure given their ``rng`` and work on whatever grid they are handed (the
 phantom calls them on a reduced-resolution grid and upsamples; see ``phantom.py``).
@@ -46,36 +46,6 @@ def power_law_noise(
     field -= field.mean()
     std = field.std()
     return field / std if std > 0 else field
-
-
-def radial_streaks(
-    shape: tuple[int, int],
-    rng: np.random.Generator,
-    pixel_mm: float,
-    center_rc: tuple[float, float],
-    angular_width_deg: float = 0.6,
-    length_mm: float = 25.0,
-) -> np.ndarray:
-    """Zero-mean, unit-std streaks converging on ``center_rc`` (the nipple), in pixels.
-
-    Ducts and the trabecular pattern run from the nipple back toward the chest wall. Noise
-    drawn on a (angle, distance) grid, fine in angle and smooth along distance, and looked up
-    at each pixel's polar coordinates gives lines radiating from the nipple.
-    """
-    rows, cols = np.indices(shape, dtype=np.float32)
-    dr = rows - center_rc[0]
-    dc = cols - center_rc[1]
-    angle = np.degrees(np.arctan2(dr, dc))  # -180..180
-    dist = np.hypot(dr, dc) * pixel_mm
-    n_ang = int(np.ceil(360.0 / (angular_width_deg / 2))) + 1
-    n_rad = int(np.ceil(dist.max() / (length_mm / 4))) + 3
-    grid = rng.standard_normal((n_ang, n_rad), dtype=np.float32)
-    grid = ndimage.gaussian_filter(grid, (1.0, 2.0), mode=("wrap", "nearest"))
-    coords = np.stack([(angle + 180.0) / (angular_width_deg / 2), dist / (length_mm / 4)])
-    field = ndimage.map_coordinates(grid, coords, order=1, mode="nearest")
-    field -= field.mean()
-    std = field.std()
-    return (field / std if std > 0 else field).astype(np.float32)
 
 
 def oriented_power_law_noise(

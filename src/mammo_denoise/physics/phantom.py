@@ -33,7 +33,6 @@ from ._texture import (
     lobule_septa,
     oriented_power_law_noise,
     power_law_noise,
-    radial_streaks,
     smoothstep,
     strand_ridges,
 )
@@ -308,6 +307,14 @@ def _mass_path(shape, center, radius_px, kind, rng, pixel_mm):
     return path.astype(np.float32)
 
 
+def _skip_former_streak_draw(rng, shape, pixel_mm, center_rc) -> None:
+    """Take from ``rng`` what the removed nipple streaks drew: a (0.4 degree x 5 mm) polar grid
+    of normals reaching the grid corner farthest from ``center_rc``."""
+    corners = np.array([0, shape[0] - 1], np.float32)[:, None], np.array([0, shape[1] - 1], np.float32)[None, :]
+    reach = float((np.hypot(corners[0] - center_rc[0], corners[1] - center_rc[1]) * pixel_mm).max())
+    rng.standard_normal((int(np.ceil(360.0 / 0.4)) + 1, int(np.ceil(reach / 5.0)) + 3), dtype=np.float32)
+
+
 def _pick(rng, candidates_rc, taken, min_dist):
     """Random candidate (row, col) at least ``min_dist`` (px) from every point in ``taken``."""
     if len(candidates_rc) == 0:
@@ -447,10 +454,12 @@ def make_phantom(
         dense * (0.45 + 0.3 * smoothstep(texture, -1.5, 1.5))  # texture survives inside dense areas
         + 0.07 * smoothstep(drive, thr - 2.5, thr)
     )
-    # Ducts/trabeculae converging on the nipple streak the fibroglandular tissue and its margins.
-    streaks = radial_streaks((hc, wc), rng, pxc, nipple, angular_width_deg=0.8, length_mm=20.0)
-    margin = smoothstep(drive, thr - 1.8, thr + 0.3)
-    gland = gland * (1.0 + 0.035 * streaks) + 0.025 * margin * (1.0 - dense) * np.maximum(streaks, 0.0)
+    # No streaks converging on the nipple: drawn on a polar grid about it, they made a regular
+    # starburst behind the nipple that no mammogram shows (the oriented texture above already
+    # runs along the nipple lines). Their draw is still taken from rng, so that every later
+    # structure of a seed (lobules, ligaments, masses, calcifications) stays the one the
+    # benchmarks were measured on.
+    _skip_former_streak_draw(rng, (hc, wc), pxc, nipple)
 
     fat = np.clip(1.0 - gland / 0.77, 0.0, 1.0)
     patchy = smoothstep(power_law_noise((hc, wc), rng, beta=3.0, pixel_mm=pxc, f_min=0.05), -0.5, 1.0)
@@ -654,6 +663,8 @@ def make_phantom(
         "blur_sigma_px": sigma,
         "texture_step_px": f,
         "max_value": max_value,
+        # (row, column) in pixels, as displayed: where ducts and nipple lines converge
+        "nipple_rc": (float(geo["cy"]), float(nipple_col if laterality == "L" else W - 1 - nipple_col)),
     }
     return Phantom(
         truth=truth,
