@@ -252,9 +252,21 @@ def test_errors():
         fit_noise_model(z, mask=tiny)
     with pytest.raises(MammoDenoiseError, match="too few usable blocks"):
         fit_noise_model(np.full((256, 256), 7.0))
-    with pytest.raises(MammoDenoiseError, match="narrow a signal range"):
-        fit_noise_model(flat_field(11, 1000.0), offset=50.0)
+    below_offset = 100.0 + np.random.default_rng(4).normal(0.0, 5.0, (256, 256))
+    with pytest.raises(MammoDenoiseError, match="does not grow with the signal"):
+        fit_noise_model(below_offset, offset=150.0)
     with pytest.raises(MammoDenoiseError, match="mask shape"):
         fit_noise_model(z, mask=np.ones((3, 3), bool))
     with pytest.raises(MammoDenoiseError, match="unknown noise estimation method 'x'"):
         estimate_noise_params(z, method="x")
+
+
+def test_one_signal_level_falls_back_to_a_proportional_variance():
+    # A flat field has no slope to fit; its variance at its one level still gives the gain
+    # once the offset is known (electronic noise 3 DN is 0.4 % of the variance here).
+    with pytest.warns(UserWarning, match="variance-mean line is poorly determined"):
+        fit = fit_noise_model(flat_field(11, 1000.0), offset=50.0)
+    assert fit.params.gain == pytest.approx(TRUE.gain, rel=0.02)
+    assert fit.params.offset == 50.0
+    assert any("poorly determined" in n for n in fit.warnings)
+

@@ -26,7 +26,7 @@ modeling and fitting for single-image raw-data", IEEE TIP 17(10):1737-1754, 2008
 3. Split ``c`` into ``tau`` and ``sigma_e``. Unexposed (collimator-shadow) pixels, if the image
    has them, identify both (zero photons: the offset, with variance ``sigma_e^2``). Samples are
    the flat blocks and, because shadows are often narrower than a block, line segments of
-   ``block**2`` pixels in the outer ``2*block`` rows and columns on each side (variance from
+   256 pixels in the outer ``2*block`` rows and columns on each side (variance from
    the 1-D second difference along the line). Candidates have a variance below
    ``dark_fraction`` of the 90th percentile of flat-block variances; if they hold no
    unexposed level, a second pass takes every sample below the median variance (electronic
@@ -359,7 +359,7 @@ def fit_noise_model(
     image,
     *,
     offset: float | None = None,
-    block: int = 16,
+    block: int = 12,
     mask=None,
     flat_tolerance: float = 3.0,
     min_blocks: int = 20,
@@ -377,7 +377,9 @@ def fit_noise_model(
     offset : float, optional
         Known offset ``tau`` (header, dark field). Otherwise estimated from unexposed pixels.
     block : int
-        Block size in pixels (default 16, giving ``block**2`` detail coefficients per block).
+        Block size in pixels (default 12, giving ``block**2`` detail coefficients per block;
+        on 256 x 256 regions of real anatomy, smaller blocks span a wider range of signal
+        levels and halve the gain's error against 16, BENCHMARKS.md "Noise estimation").
     mask : (H, W) bool array, optional
         Pixels allowed in the fit (True). Blocks with any pixel outside are ignored.
     flat_tolerance : float
@@ -483,7 +485,7 @@ def fit_noise_model(
     notes: list[str] = []
     dark = np.zeros_like(flat)
     dark_m = dark_v = np.zeros(0)
-    seg_m, seg_v = _edge_segments(z, min(2 * b, H // 4, W // 4), b * b, edge_ok)
+    seg_m, seg_v = _edge_segments(z, min(2 * b, H // 4, W // 4), 256, edge_ok)
     all_m = np.concatenate([means[flat], seg_m])
     ref_var = float(np.percentile(v_detail[flat], 90))
     # Usually the dark variance is far below the exposed one, and a tight threshold finds it
@@ -543,12 +545,28 @@ def fit_noise_model(
         fit_idx = np.flatnonzero(flat)
         a, c, stderr, inl, var_at = _fit_line(means[fit_idx], v_detail[fit_idx])
     if not (a > 0) or not np.isfinite(stderr) or stderr > 0.5 * a:
+        # A narrow signal range (a crop, a flat field) or dense texture tipping the slope: the
+        # variance at the image's own signal level is still well measured, and a variance
+        # proportional to the signal above the offset reproduces it there.
         lo, hi = np.percentile(means[fit_idx], [5, 95])
-        raise MammoDenoiseError(
-            f"could not fit the variance-mean line (slope {a:.4g} +- {stderr:.2g}): the flat "
-            f"blocks span too narrow a signal range ({lo:.6g} to {hi:.6g} DN); use an image "
-            "with a range of exposures or pass the noise parameters"
+        failed = f"slope {a:.4g} +- {stderr:.2g} over {lo:.6g} to {hi:.6g} DN"
+        anchor = float(offset) if offset is not None else (tau if dark_m.size else 0.0)
+        s2 = dark_var if dark_m.size else 0.0
+        a, c, stderr, inl, var_at = _fit_line(means[fit_idx], v_detail[fit_idx], tau=anchor, s2=s2)
+        if not a > 0:
+            raise MammoDenoiseError(
+                f"the noise variance does not grow with the signal ({failed}): not linear raw "
+                "(FOR PROCESSING) detector data; pass the noise parameters if they are known"
+            )
+        notes.append(
+            f"the variance-mean line is poorly determined ({failed}): assumed the variance "
+            f"proportional to the signal above {anchor:.4g} DN"
+            + (" plus the unexposed region's electronic noise" if dark_m.size else "")
+            + f" (gain {a:.4g}); right near the image's signal level, approximate far from it. "
+            "Give the detector's gain, offset and electronic noise if known"
         )
+        if not dark_m.size and offset is None:
+            tau = None  # the split below: offset 0, no electronic noise
     inlier = dark.copy()
     inlier[fit_idx[inl]] = True
 
