@@ -486,7 +486,8 @@ def _as_denoiser(model):
 def denoise(image, model="default", params=None, meta=None, device="auto", tile: int | None = DEFAULT_TILE,
             overlap: int | None = None, batch_size: int | None = None,
             progress: Callable[[int, int], object] | None = None,
-            cancel: Callable[[], bool] | None = None, *, amp: bool = False) -> np.ndarray:
+            cancel: Callable[[], bool] | None = None, *, amp: bool = False,
+            safeguard: bool = True) -> np.ndarray:
     """Denoise a mammogram ``(H, W)`` or a stack ``(N, H, W)`` (frame by frame); float32 out.
 
     Parameters
@@ -514,6 +515,10 @@ def denoise(image, model="default", params=None, meta=None, device="auto", tile:
         H100, but the U-Net, which sees the signal level itself, loses up to 0.05 dB where the
         signal lies far from the frame's median. False (default): IEEE float32 there (no TF32),
         the CPU's answer.
+    safeguard : check each Anscombe-domain frame's removed part against its noise model
+        (``mammo_denoise.safeguard``): where it removed more than the noise allows the result is
+        blended back toward the input, and a frame whose noise does not fit the model gets a
+        ``NoiseModelMismatch`` warning saying what was measured. False: the network's output.
     """
     arr = np.asarray(image)
     if arr.dtype.kind not in "biuf":
@@ -586,9 +591,22 @@ def denoise(image, model="default", params=None, meta=None, device="auto", tile:
                     denoise_frame(frames[k][part], tr, denoiser, dev, tile=tile, overlap=ov,
                                   batch_size=batch_size, amp=amp, on_batch=on_batch, cancel=cancel,
                                   out=out[k][part])
+                if safeguard and tr.kind == "anscombe":
+                    _safeguard_frame(frames[k], out[k], tr.params, f"frame {k}: " if stack else "")
     finally:
         denoiser.train(was_training)
     return out if stack else out[0]
+
+
+def _safeguard_frame(frame: np.ndarray, out: np.ndarray, params, label: str) -> None:
+    """``out`` blended back toward ``frame`` where it removed more than noise (in place), with a
+    warning when the frame's noise does not fit the model (mammo_denoise.safeguard)."""
+    from mammo_denoise.safeguard import NoiseModelMismatch, safeguard
+
+    out[...], check = safeguard(frame, out, params)
+    if check.problems:
+        warnings.warn(NoiseModelMismatch(f"{label}noise model mismatch: {check.summary()}"),
+                      stacklevel=3)
 
 
 def apply_strength(noisy, denoised, strength: float) -> np.ndarray:

@@ -1,0 +1,179 @@
+"""Never worse than the input: the removed part checked against the noise model.
+
+In the generalized-Anscombe (GAT) domain of the image's own noise parameters the noise is white
+with unit variance, so the part a denoiser removed, ``r = GAT(noisy) - GAT(denoised)``, should be
+(nearly) that noise: a variance of at most about 1 and no more low-frequency power than white
+noise (a denoiser removes fine grain first, so its ``r`` has less). Four measurements, over the
+exposed pixels, say when the image or the noise model does not fit:
+
+- ``input_sigma``: the input's noise in GAT units from its second difference (robust, so anatomy
+  does not count): 1 when the noise parameters are right. A gain wrong by 3x gives 0.6 or 1.7.
+- ``correlation_ratio``: the input's noise from first differences over that from the second
+  difference: about 1.1 for white noise on anatomy, 1.4-1.5 for quantum noise blurred by an
+  indirect detector (neighbour correlation ~0.2), which the shipped models never saw.
+- ``level_trend``: the local noise level of the brightest quarter of blocks over the darkest;
+  the GAT makes the noise level-independent, so a processed (FOR PRESENTATION, log) image or a
+  wrong offset shows here (0.8-0.9 for a log image whose fit adapted to it, 1.00 +- 0.03 raw).
+- ``removed_variance``: variance of ``r``. Above 1 the network took more than white noise:
+  correlated detector noise (neighbour correlation ~0.3 gives 1.15-1.24) or texture it took for
+  noise. 0.87-1.05 on phantoms and real anatomy with estimated parameters.
+- ``lowfreq_ratio``: the power of ``r`` after a Gaussian low-pass (sigma 2 px) over white noise's;
+  0.4-1.0 normally, 2.8-3.9 when the gain is 3x too high and anatomy goes with the noise.
+
+The fallback is a local strength: where the removed part's variance over a 32 px window exceeds
+what the noise allows (``1.3 * input_sigma**2``, the 99.9th percentile when the model fits), the
+result is blended back toward the input until it does not (a smoothed map, so no seams), and with
+too much low-frequency power the whole image's strength is lowered so that it falls to white's.
+Strength 0 is the input itself, so the result is never worse than it by construction of the
+blend; measured in BENCHMARKS.md ("Real anatomy").
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from mammo_denoise.physics.params import NoiseParams
+
+__all__ = ["RemovedCheck", "check_removed", "safeguard", "NoiseModelMismatch"]
+
+WINDOW = 32  #: pixels, the local window of the removed variance and of the level trend
+LOCAL_CAP = 1.3  #: removed variance allowed per window, in units of the input's noise variance
+SIGMA_BAND = (0.85, 1.15)  #: input noise in GAT units that counts as fitting the model
+TREND_BAND = (0.9, 1.1)
+REMOVED_MAX = 1.1
+CORRELATION_MAX = 1.25
+LOWFREQ_MAX = 1.5
+_LOWPASS_SIGMA = 2.0
+_WHITE_LOWPASS = 1.0 / (8.0 * np.pi * _LOWPASS_SIGMA**2)  # variance a Gaussian low-pass keeps
+
+
+class NoiseModelMismatch(UserWarning):
+    """The image's noise does not fit the model the result was made with (see RemovedCheck)."""
+
+
+@dataclass(frozen=True)
+class RemovedCheck:
+    input_sigma: float
+    correlation_ratio: float
+    level_trend: float
+    removed_variance: float
+    lowfreq_ratio: float
+    #: fraction of the exposed pixels whose strength the fallback lowered below 0.95
+    lowered_fraction: float
+    mean_strength: float  #: over the exposed pixels (1 = the network's result everywhere)
+    problems: tuple[str, ...]
+
+    @property
+    def fits(self) -> bool:
+        return not self.problems
+
+    def summary(self) -> str:
+        """One line for a user: what was measured and what was done about it."""
+        done = ("kept the network's result" if self.lowered_fraction == 0 else
+                f"blended back toward the input on {100 * self.lowered_fraction:.0f} % of the image "
+                f"(mean strength {self.mean_strength:.2f})")
+        what = "; ".join(self.problems) if self.problems else "the removed part fits the noise model"
+        return f"{what}; {done}"
+
+
+def _exposed(z: np.ndarray, params: NoiseParams) -> np.ndarray:
+    counts = (z - params.offset) / params.gain
+    positive = counts[counts > 0]
+    if positive.size == 0:
+        return np.ones(z.shape, bool)
+    return counts > 0.02 * float(np.median(positive))
+
+
+def _block_view(a: np.ndarray, b: int) -> np.ndarray:
+    h, w = (a.shape[0] // b) * b, (a.shape[1] // b) * b
+    return a[:h, :w].reshape(h // b, b, w // b, b)
+
+
+def check_removed(noisy, denoised, params: NoiseParams) -> tuple[RemovedCheck, np.ndarray]:
+    """Measure the removed part of one frame (module docstring) and the safe strength map.
+
+    Returns ``(check, strength)``: ``strength`` (H, W) float32 in [0, 1], to be applied as
+    ``noisy + strength * (denoised - noisy)`` (:func:`safeguard` does).
+    """
+    from scipy import ndimage
+
+    from mammo_denoise.physics.anscombe import anscombe
+    from mammo_denoise.physics.noise import _second_difference_detail
+
+    z = np.asarray(noisy, np.float64)
+    if min(z.shape) < 2 * WINDOW:  # too few pixels to measure a noise level: nothing to say
+        return RemovedCheck(1.0, 1.0, 1.0, 1.0, 1.0, 0.0, 1.0, ()), np.ones(z.shape, np.float32)
+    y = anscombe(z, params)
+    r = y - anscombe(np.asarray(denoised, np.float64), params)
+    exposed = _exposed(z, params)
+    if exposed.sum() < 64:
+        exposed = np.ones(z.shape, bool)
+
+    d = _second_difference_detail(y)
+    inner = exposed[1:-1, 1:-1]
+    dd = d[inner]
+    input_sigma = float(1.4826 * np.median(np.abs(dd - np.median(dd)))) if dd.size else 1.0
+    input_sigma = max(input_sigma, 1e-6)  # a noise-free input: every removal is "too much"
+    # White noise has the same variance in first and in second differences; noise correlated
+    # between neighbours (an indirect detector) has much less at the second's Nyquist corner.
+    first = np.concatenate([np.diff(y, axis=1)[1:-1, 1:][inner], np.diff(y, axis=0)[1:, 1:-1][inner]])
+    correlation_ratio = float(1.4826 * np.median(np.abs(first - np.median(first)))
+                              / np.sqrt(2.0) / input_sigma) if first.size else 1.0
+
+    # local noise level against local signal level, over blocks wholly exposed
+    b = WINDOW
+    blocks_ok = _block_view(inner, b).all(axis=(1, 3)).ravel()
+    sig = np.sqrt(np.mean(_block_view(d * d, b), axis=(1, 3))).ravel()[blocks_ok]
+    lev = np.mean(_block_view(y[1:-1, 1:-1], b), axis=(1, 3)).ravel()[blocks_ok]
+    level_trend = 1.0
+    if sig.size >= 8:
+        lo, hi = np.percentile(lev, [25, 75])
+        dark, bright = sig[lev <= lo], sig[lev >= hi]
+        level_trend = float(np.median(bright) / max(np.median(dark), 1e-12))
+
+    rc = r - np.mean(r[exposed])
+    removed_variance = float(np.mean(rc[exposed] ** 2))
+    low = ndimage.gaussian_filter(np.where(exposed, rc, 0.0), _LOWPASS_SIGMA)
+    lowfreq_ratio = float(np.mean(low[exposed] ** 2) / max(removed_variance, 1e-12) / _WHITE_LOWPASS)
+
+    problems = []
+    if not SIGMA_BAND[0] <= input_sigma <= SIGMA_BAND[1]:
+        problems.append(f"the input's noise is {input_sigma:.2f}x what the noise parameters "
+                        "predict (wrong gain, or not raw data)")
+    if not TREND_BAND[0] <= level_trend <= TREND_BAND[1]:
+        problems.append(f"the noise level changes {level_trend:.2f}x from dark to bright tissue "
+                        "(a processed image, or a wrong offset)")
+    if correlation_ratio > CORRELATION_MAX:
+        problems.append(f"the noise is correlated between neighbouring pixels (first-difference "
+                        f"noise {correlation_ratio:.2f}x the second-difference's, 1 when white)")
+    if removed_variance > REMOVED_MAX * input_sigma**2:
+        problems.append(f"the removed part has {removed_variance / input_sigma**2:.2f}x the "
+                        "variance of white noise (correlated noise, or texture taken for noise)")
+    if lowfreq_ratio > LOWFREQ_MAX:
+        problems.append(f"the removed part has {lowfreq_ratio:.1f}x white noise's low-frequency "
+                        "power (anatomy removed with the noise)")
+
+    local = ndimage.uniform_filter(rc * rc, b)
+    cap = LOCAL_CAP * input_sigma**2
+    strength = np.sqrt(np.minimum(1.0, cap / np.maximum(local, 1e-12)))
+    if lowfreq_ratio > LOWFREQ_MAX:
+        strength = strength * np.sqrt(LOWFREQ_MAX / lowfreq_ratio)
+    # Smoothing a map in [0, 1] keeps it there; the min keeps every capped window capped.
+    strength = np.minimum(strength, ndimage.gaussian_filter(strength, b / 2.0))
+    strength = np.where(exposed, strength, 1.0).astype(np.float32)
+    s_exp = strength[exposed]
+    check = RemovedCheck(
+        input_sigma=input_sigma, correlation_ratio=correlation_ratio, level_trend=level_trend, removed_variance=removed_variance,
+        lowfreq_ratio=lowfreq_ratio, lowered_fraction=float(np.mean(s_exp < 0.95)),
+        mean_strength=float(np.mean(s_exp)), problems=tuple(problems))
+    return check, strength
+
+
+def safeguard(noisy, denoised, params: NoiseParams) -> tuple[np.ndarray, RemovedCheck]:
+    """The denoised frame with the fallback strength applied, and the check behind it."""
+    check, strength = check_removed(noisy, denoised, params)
+    z = np.asarray(noisy, np.float32)
+    out = z + strength * (np.asarray(denoised, np.float32) - z)
+    return out.astype(np.float32), check
