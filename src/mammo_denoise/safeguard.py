@@ -18,7 +18,8 @@ exposed pixels, say when the image or the noise model does not fit:
   correlated detector noise (neighbour correlation ~0.3 gives 1.15-1.24) or texture it took for
   noise. 0.87-1.05 on phantoms and real anatomy with estimated parameters.
 - ``lowfreq_ratio``: the power of ``r`` after a Gaussian low-pass (sigma 2 px) over white noise's;
-  0.4-1.0 normally, 2.8-3.9 when the gain is 3x too high and anatomy goes with the noise.
+  0.4-1.0 normally (up to 1.7 around calcification clusters), 2.8-3.9 when the gain is 3x too
+  high and anatomy goes with the noise.
 
 The fallback is a local strength: where the removed part's variance over a 32 px window exceeds
 what the noise allows (``1.3 * input_sigma**2``, the 99.9th percentile when the model fits), the
@@ -44,7 +45,7 @@ SIGMA_BAND = (0.85, 1.15)  #: input noise in GAT units that counts as fitting th
 TREND_BAND = (0.9, 1.1)
 REMOVED_MAX = 1.1
 CORRELATION_MAX = 1.25
-LOWFREQ_MAX = 1.5
+LOWFREQ_MAX = 2.2
 _LOWPASS_SIGMA = 2.0
 _WHITE_LOWPASS = 1.0 / (8.0 * np.pi * _LOWPASS_SIGMA**2)  # variance a Gaussian low-pass keeps
 
