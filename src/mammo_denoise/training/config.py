@@ -17,6 +17,7 @@ LOSSES = ("mse+ssim", "mse")
 DEFAULT_LOSS = "mse+ssim"  # the first seed's
 DEFAULT_PHANTOMS = 16
 LR_SCHEDULES = ("constant", "cosine")
+DOSE_DISTRIBUTIONS = ("uniform", "log-uniform")
 
 # The second seed (convolutional autoencoder, MIAS): Gaussian sigma on a 0-255 image and
 # salt-and-pepper "signal-to-noise ratios" 0.99..0.93, i.e. densities 1 - SNR.
@@ -40,8 +41,20 @@ class TrainConfig:
     image is the reference, as in the first seed), and ``images``: in-memory ``(array,
     NoiseParams)`` or ``(array, NoiseParams, mask)`` tuples.
 
+    ``detector``: the known noise parameters of the ``paths`` images (all from one detector);
+    None: estimated from each image.
+
+    ``anatomy``: a folder of digitised film mammograms (mini-MIAS ``mdbNNN.png``): real breast
+    anatomy mapped to expected quanta and recorded by a simulated detector whose gain, offset,
+    electronic noise, quanta range, pixel pitch and film-grain smoothing are drawn per image
+    (``training.data.ANATOMY_DETECTOR``; ``physics.anatomy``). Only the "train" women of
+    ``physics.anatomy.woman_split`` are trained on, the "val" women validate, the "test" women
+    are never read. With phantoms or other images beside them, ``anatomy_fraction`` of the
+    patches come from the anatomy.
+
     Dose: a fixed fraction ``dose`` (0.2 = the first seed's 80 % reduction) or ``dose_range``
-    ``(a, b)`` drawn uniformly per patch (overrides ``dose``).
+    ``(a, b)`` drawn per patch (overrides ``dose``), uniformly or, with ``dose_distribution``
+    "log-uniform", evenly on a log scale (as many patches at 5-10 % as at 50-100 %).
 
     ``batch_size`` is per process (under DDP the global batch is ``batch_size * world_size``).
     ``patience`` counts epochs without a lower validation loss (``None``: never stop early).
@@ -88,8 +101,12 @@ class TrainConfig:
     phantom_shape: tuple[int, int] = (512, 512)
     paths: list[str | Path] = field(default_factory=list)
     images: list[tuple] = field(default_factory=list)
+    detector: NoiseParams | None = None
+    anatomy: str | Path | None = None
+    anatomy_fraction: float = 0.7
     dose: float = 0.2
     dose_range: tuple[float, float] | None = None
+    dose_distribution: str = "uniform"
     noise_model: str = "poisson-gaussian"
     gs_sigmas: tuple[float, ...] = SEED_GS_SIGMAS
     gs_densities: tuple[float, ...] = SEED_GS_DENSITIES
@@ -138,13 +155,25 @@ class TrainConfig:
                 _err(f"images[{i}][1] must be NoiseParams, got {type(item[1]).__name__}")
             if len(item) == 3 and np.asarray(item[2]).shape != arr.shape:
                 _err(f"images[{i}] mask shape differs from the image shape {arr.shape}")
+        if self.detector is not None and not isinstance(self.detector, NoiseParams):
+            _err(f"detector must be NoiseParams, got {type(self.detector).__name__}")
+        if self.anatomy is not None:
+            self.anatomy = Path(self.anatomy)
+            if not self.anatomy.is_dir():
+                _err(f"anatomy must be a folder of film mammograms, got {str(self.anatomy)!r}")
+        if not 0.0 < float(self.anatomy_fraction) <= 1.0:
+            _err(f"anatomy_fraction must be in (0, 1], got {self.anatomy_fraction!r}")
+        self.anatomy_fraction = float(self.anatomy_fraction)
+        if self.dose_distribution not in DOSE_DISTRIBUTIONS:
+            _err(f"dose_distribution must be one of {', '.join(DOSE_DISTRIBUTIONS)}, "
+                 f"got {self.dose_distribution!r}")
         if self.phantoms is None:
-            self.phantoms = 0 if (self.paths or self.images) else DEFAULT_PHANTOMS
+            self.phantoms = 0 if (self.paths or self.images or self.anatomy) else DEFAULT_PHANTOMS
         if int(self.phantoms) != self.phantoms or self.phantoms < 0:
             _err(f"phantoms must be a non-negative integer, got {self.phantoms!r}")
         self.phantoms = int(self.phantoms)
-        if not (self.phantoms or self.paths or self.images):
-            _err("no training data: give phantoms > 0, paths or images")
+        if not (self.phantoms or self.paths or self.images or self.anatomy):
+            _err("no training data: give phantoms > 0, paths, images or anatomy")
         self.phantom_shape = tuple(int(s) for s in self.phantom_shape)
         if len(self.phantom_shape) != 2:
             _err(f"phantom_shape must be (height, width), got {self.phantom_shape}")
@@ -291,6 +320,10 @@ class TrainConfig:
             **({"calc_weight": self.calc_weight} if self.calc_weight else {}),
             **({"boundary_fraction": self.boundary_fraction} if self.boundary_fraction else {}),
             **({"input_highpass": self.input_highpass} if self.input_highpass else {}),
+            **({"anatomy": str(self.anatomy), "anatomy_fraction": self.anatomy_fraction}
+               if self.anatomy else {}),
+            **({"dose_distribution": self.dose_distribution}
+               if self.dose_distribution != "uniform" else {}),
         }
 
 
@@ -323,6 +356,8 @@ def describe(config: TrainConfig) -> str:
         data.append(f"{len(config.paths)} path{'s' if len(config.paths) > 1 else ''}")
     if config.images:
         data.append(f"{len(config.images)} in-memory image{'s' if len(config.images) > 1 else ''}")
+    if config.anatomy:
+        data.append(f"film anatomy from {config.anatomy.name}")
     a, b = config.doses
     dose = f"dose {a:g}" if a == b else f"dose {a:g}-{b:g}"
     if config.noise_model != "poisson-gaussian":

@@ -37,6 +37,21 @@ from mammo_denoise.errors import MammoDenoiseError
 from mammo_denoise.physics.params import NoiseParams
 
 PG, GS = "poisson-gaussian", "gaussian-saltpepper"
+NOISE_FREE = ("phantom", "anatomy")
+
+#: What a film anatomy source's simulated detector varies, drawn once per film (physics.anatomy):
+#: gain log-uniform (DN per quantum), offset and electronic sigma uniform (DN), the breast's
+#: full-dose quanta range (the brightest log-uniform, the darkest that divided by a uniform
+#: ratio), the resampling from the film's 200 um to a finer pitch, and the film-grain smoothing.
+ANATOMY_DETECTOR = {
+    "gain": (0.5, 5.0),
+    "offset": (0.0, 200.0),
+    "electronic_sigma": (0.0, 10.0),
+    "quanta_max": (2000.0, 8000.0),
+    "quanta_ratio": (4.0, 12.0),
+    "zoom": (1.0, 1.5, 2.0),
+    "grain_sigma_px": (0.0, 1.0),
+}
 
 
 @dataclass
@@ -46,13 +61,14 @@ class Source:
     clean: np.ndarray  # (H, W) float32: DN (poisson-gaussian) or 0..1 (gaussian-saltpepper)
     params: NoiseParams
     mask: np.ndarray  # (H, W) bool, breast
-    kind: str  # "phantom" (noise-free clean) or "real" (clean is a full-dose acquisition)
+    kind: str  # "phantom"/"anatomy" (noise-free clean) or "real" (a full-dose acquisition)
     label: str
     calc_mask: np.ndarray | None = None  # (H, W) bool: known microcalcifications (phantoms)
     boundary: np.ndarray | None = None  # flat indices of exposed pixels next to unexposed ones
     median: float = 0.0  # of the whole image
     low: float = 0.0  # min and max inside the breast mask
     high: float = 0.0
+    split: str | None = None  # "train"/"val" when fixed by the data (film anatomy: by woman)
 
     def __post_init__(self):
         self.clean = np.ascontiguousarray(self.clean, dtype=np.float32)
@@ -228,12 +244,43 @@ def build_sources(config, cancel=None) -> list[Source]:
         frames = array[None] if array.ndim == 2 else array
         for k, frame in enumerate(frames):
             frame = np.asarray(frame, np.float32)
-            params = estimate_noise_params(frame)
+            params = config.detector or estimate_noise_params(frame)
             add(frame, params, None, "real", f"{Path(path).name}" + (f"[{k}]" if k else ""))
     for i, item in enumerate(config.images):
         mask = None if len(item) < 3 or item[2] is None else np.asarray(item[2], bool)
         add(np.asarray(item[0], np.float32), item[1], mask, "real", f"image {i}")
+    if config.anatomy is not None:
+        from mammo_denoise.physics.anatomy import read_film_folder
+
+        for split in ("train", "val"):
+            for film in read_film_folder(config.anatomy, split=split):
+                clean, params, mask = anatomy_source(film, config.seed)
+                add(clean, params, mask, "anatomy", film.ref)
+                sources[-1].split = split
     return sources
+
+
+def anatomy_source(film, seed: int):
+    """A film's anatomy behind its own simulated detector (``ANATOMY_DETECTOR``), drawn from
+    ``(seed, film)``: the full-dose expected signal in DN, its NoiseParams and breast mask.
+    The film is cropped to the breast with a margin first (background beyond it adds nothing)."""
+    from mammo_denoise.physics.anatomy import film_breast_mask, film_to_quanta
+
+    rng = np.random.default_rng([seed, 0x46494C, int(film.ref[3:])])
+    r = ANATOMY_DETECTOR
+    gain = float(np.exp(rng.uniform(*np.log(r["gain"]))))
+    params = NoiseParams(offset=float(rng.uniform(*r["offset"])), gain=gain,
+                         electronic_sigma=float(rng.uniform(*r["electronic_sigma"])))
+    q_max = float(np.exp(rng.uniform(*np.log(r["quanta_max"]))))
+    q_range = (q_max / float(rng.uniform(*r["quanta_ratio"])), q_max)
+    zoom = float(rng.choice(r["zoom"]))
+    grain = float(rng.uniform(*r["grain_sigma_px"]))
+    mask = film_breast_mask(film.film)
+    rows, cols = np.flatnonzero(mask.any(1)), np.flatnonzero(mask.any(0))
+    m = 32
+    box = (slice(max(rows[0] - m, 0), rows[-1] + m + 1), slice(max(cols[0] - m, 0), cols[-1] + m + 1))
+    q, mask = film_to_quanta(film.film[box], mask[box], q_range, zoom=zoom, grain_sigma_px=grain)
+    return params.offset + params.gain * q, params, mask
 
 
 def _expand_paths(paths) -> list[Path]:
@@ -256,7 +303,20 @@ def _expand_paths(paths) -> list[Path]:
 
 def split_sources(sources: list[Source], val_fraction: float, seed: int):
     """Hold out whole images for validation. With a single image (or ``val_fraction`` 0) the
-    validation patches come from the training images, still with their own fixed noise."""
+    validation patches come from the training images, still with their own fixed noise.
+    Sources whose ``split`` the data fixed (film anatomy, by woman) keep it."""
+    fixed_train = [s for s in sources if s.split == "train"]
+    fixed_val = [s for s in sources if s.split == "val"]
+    sources = [s for s in sources if s.split is None]
+    if not sources:
+        return fixed_train, (fixed_val or fixed_train), bool(fixed_val)
+    train, val, held_out = _random_split(sources, val_fraction, seed)
+    if not held_out:
+        val = []
+    return train + fixed_train, (val + fixed_val) or train + fixed_train, bool(val + fixed_val)
+
+
+def _random_split(sources: list[Source], val_fraction: float, seed: int):
     n = len(sources)
     n_val = int(round(val_fraction * n))
     if val_fraction > 0 and n >= 2:
@@ -284,7 +344,14 @@ class PatchSampler:
         self.calc_weight = config.calc_weight
         self.gs_sigmas = np.asarray(config.gs_sigmas, np.float64) / 255.0
         self.gs_densities = np.asarray(config.gs_densities, np.float64)
+        self.dose_distribution = config.dose_distribution
         w = np.array([s.weight for s in sources])
+        is_anatomy = np.array([s.kind == "anatomy" for s in sources])
+        if is_anatomy.any() and not is_anatomy.all():
+            # Film anatomy would otherwise outweigh the phantoms by its number of images.
+            share = config.anatomy_fraction
+            w = np.where(is_anatomy, share * w / w[is_anatomy].sum(),
+                         (1.0 - share) * w / w[~is_anatomy].sum())
         self.p = w / w.sum()
 
     # -- positions --------------------------------------------------------------------------
@@ -322,7 +389,7 @@ class PatchSampler:
     @staticmethod
     def _detector(clean, src: Source, d: float, rng) -> np.ndarray:
         prm = src.params
-        if src.kind == "phantom":
+        if src.kind in NOISE_FREE:
             lam = np.maximum(clean.astype(np.float64) - prm.offset, 0.0) * (d / prm.gain)
             z = prm.offset + prm.gain * rng.poisson(lam)
             if prm.electronic_sigma > 0:
@@ -340,6 +407,13 @@ class PatchSampler:
         salt = rng.random(clean.shape) < 0.5
         noisy[hit] = np.where(salt[hit], 1.0, 0.0)
         return noisy
+
+    def _dose(self, rng, lo: float, hi: float) -> float:
+        if not hi > lo:
+            return lo
+        if self.dose_distribution == "log-uniform":
+            return float(np.exp(rng.uniform(np.log(lo), np.log(hi))))
+        return float(rng.uniform(lo, hi))
 
     # -- batches --------------------------------------------------------------------------
     def batch(self, rng: np.random.Generator, n: int, augment: bool = True, with_dn: bool = False):
@@ -368,7 +442,7 @@ class PatchSampler:
             clean = _orient(src.clean[i:i + p, j:j + p], k_rot, flip)
             if ws is not None and src.calc_mask is not None:
                 ws[k, 0][_orient(src.calc_mask[i:i + p, j:j + p], k_rot, flip)] += self.calc_weight
-            d = float(rng.uniform(lo_d, hi_d)) if hi_d > lo_d else lo_d
+            d = self._dose(rng, lo_d, hi_d)
             if self.noise_model == GS:
                 noisy = self._saltpepper(clean.astype(np.float64), rng)
                 ys[k, 0] = noisy
@@ -419,7 +493,8 @@ def validation_set(sources, config) -> dict:
     n = config.val_patches
     lo, hi = config.doses
     if hi > lo:
-        doses = np.linspace(lo, hi, n)
+        spread = np.geomspace if config.dose_distribution == "log-uniform" else np.linspace
+        doses = spread(lo, hi, n)
         parts = []
         for d in doses:  # one dose at a time: the sampler draws doses from its own range
             sampler.doses = (float(d), float(d))

@@ -35,7 +35,7 @@ from mammo_denoise.inference import ieee_float32, use_channels_last
 
 from .checkpoint import load_checkpoint, save_checkpoint
 from .config import TrainConfig, learning_rate
-from .data import GS, PatchSampler, batch_rng, build_sources, split_sources, validation_set
+from .data import ANATOMY_DETECTOR, GS, PatchSampler, batch_rng, build_sources, split_sources, validation_set
 from .messages import EpochEnd, TrainDone, TrainStep
 
 SSIM_WEIGHT = 10.0  # first seed: L = MSE + 10 * (1 - SSIM)
@@ -546,6 +546,29 @@ def _phantom_detector() -> dict:
     return {k: params[k].default for k in keys}
 
 
+def _anatomy_record(config) -> dict:
+    """What the card says about film anatomy: which films, how mapped, how split, and the licence."""
+    from mammo_denoise.physics import anatomy
+
+    films = {split: [f.ref for f in anatomy.read_film_folder(config.anatomy, split=split)]
+             for split in ("train", "val")}
+    return {
+        "source": "mini-MIAS (Suckling et al. 1994): screen-film MLO mammograms, 200 um, 8 bit",
+        "licence": "MIAS research-use-only licence: weights trained on it are for research use",
+        "folder": config.anatomy.name,
+        "train_films": len(films["train"]), "val_films": len(films["val"]),
+        "train_women": len({(int(r[3:]) + 1) // 2 for r in films["train"]}),
+        "val_refs": films["val"],
+        "split": "by woman (mdb 2k-1, 2k = woman k): k % 5 == 0 test, never read; "
+                 "k % 5 == 1 validation; the rest training",
+        "mapping": "q = q_max * exp(-ln(q_max/q_min) v), v the film value normalised to the "
+                   "breast's 1st-99th percentiles, clipped at -1 (physics/anatomy.py)",
+        "detector": _jsonable(ANATOMY_DETECTOR),
+        "patch_fraction": config.anatomy_fraction if config.phantoms or config.paths
+        or config.images else 1.0,
+    }
+
+
 def _write_model(den, config, out, state, noisy_psnr, held_out, dctx, device,
                  stopped_early, use_amp):
     from mammo_denoise.models import save_model
@@ -557,11 +580,16 @@ def _write_model(den, config, out, state, noisy_psnr, held_out, dctx, device,
         "phantom_detector": _phantom_detector() if config.phantoms else None,
         # File names only: folder names of clinical data can carry patient details.
         "files": [Path(p).name for p in config.paths],
+        **({"files_noise_params": "given: " + str(config.detector) if config.detector
+            else "estimated per image"} if config.paths else {}),
         "images": len(config.images),
         "validation": "held-out images" if held_out else "training images, fixed noise",
         "dose": config.dose if config.dose_range is None else None,
         "dose_range": list(config.dose_range) if config.dose_range else None,
         "noise_model": config.noise_model,
+        **({"dose_distribution": config.dose_distribution}
+           if config.dose_distribution != "uniform" else {}),
+        **({"anatomy": _anatomy_record(config)} if config.anatomy else {}),
     }
     training = {
         "data": data,
