@@ -460,3 +460,55 @@ def test_train_on_cuda_without_workers_suggests_them(tmp_path, capsys, monkeypat
     monkeypatch.setattr("mammo_denoise.training.loop._pick_device", lambda *a, **k: torch.device("cpu"))
     assert main(auto + ["--out", str(tmp_path / "c.safetensors")]) == 0
     assert "training on CUDA with --workers 0" in capsys.readouterr().err
+
+
+def test_denoise_with_known_parameters_uses_them(low_dose, tmp_path):
+    from mammo_denoise.inference import denoise
+    from mammo_denoise.physics.phantom import make_phantom
+
+    src, _ = low_dose
+    params = make_phantom(seed=5, shape=(64, 64)).params  # the phantom command's detector
+    dest = tmp_path / "known.dcm"
+    assert main(["denoise", str(src), "-o", str(dest), "--gain", str(params.gain), "--offset",
+                 str(params.offset), "--electronic-sigma", str(params.electronic_sigma)]) == 0
+    noisy, _ = read_mammogram(src)
+    expected = denoise(noisy, params=params, device="cpu")
+    got, _ = read_mammogram(dest)
+    assert np.abs(got - expected).max() <= 1.0  # the derived file's integer rounding
+
+
+def test_denoise_with_a_gain_wrong_by_3x_says_so_and_flags_the_file(low_dose, tmp_path, capsys):
+    import pydicom
+
+    from mammo_denoise.physics.phantom import make_phantom
+
+    src, truth = low_dose
+    params = make_phantom(seed=5, shape=(64, 64)).params
+    dest = tmp_path / "wrong.dcm"
+    assert main(["denoise", str(src), "-o", str(dest), "--gain", str(3 * params.gain), "--offset",
+                 str(params.offset), "--electronic-sigma", str(params.electronic_sigma)]) == 0
+    err = capsys.readouterr().err
+    notes = [line for line in err.splitlines() if "noise model mismatch" in line]
+    assert len(notes) == 1 and notes[0].startswith(f"{src}: note: ")
+    assert "the input's noise is 0." in notes[0] and "Traceback" not in err and ".py:" not in err
+    ds = pydicom.dcmread(dest)
+    assert "WARNING noise model mismatch" in ds.DerivationDescription
+    noisy, _ = read_mammogram(src)
+    denoised, _ = read_mammogram(dest)
+    assert _psnr(denoised, truth) > _psnr(noisy, truth)  # never worse than the input
+
+
+def test_train_takes_known_detector_parameters_and_anatomy_options(tmp_path):
+    from mammo_denoise.models import load_model
+
+    clean = tmp_path / "data" / "clean.dcm"
+    clean.parent.mkdir()
+    assert main(["phantom", str(clean), "--seed", "4", "--size", "128x128"]) == 0
+    out = tmp_path / "known.safetensors"
+    assert main(["train", str(clean.parent), "--out", str(out), "--gain", "0.25", "--offset", "50",
+                 "--electronic-sigma", "3", "--epochs", "1", "--iters-per-epoch", "1", "--patch", "32",
+                 "--batch-size", "2", "--dose-range", "0.05", "1", "--dose-distribution",
+                 "log-uniform"]) == 0
+    data = load_model(out).card["training"]["data"]
+    assert data["files_noise_params"].startswith("given: NoiseParams(offset=50.0, gain=0.25")
+    assert data["dose_distribution"] == "log-uniform"

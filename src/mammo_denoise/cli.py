@@ -13,9 +13,11 @@ import re
 import shlex
 import sys
 import time
+import warnings
 from pathlib import Path
 
 from mammo_denoise import __version__
+from mammo_denoise.safeguard import NoiseModelMismatch
 from mammo_denoise.errors import MammoDenoiseError
 
 EXIT_USER_ERROR = 2
@@ -242,13 +244,28 @@ def _require_raw(meta, src: Path, task: str) -> None:
             f"a linear FOR PROCESSING image, where the Poisson-Gaussian noise model holds", path=src)
 
 
-def _noise_params_for(image, meta, args):
-    from mammo_denoise.physics.noise import estimate_noise_params
+def _known_params(args):
+    """The detector's parameters when the user gave its gain (offset and electronic noise 0
+    unless given too), else None."""
     from mammo_denoise.physics.params import NoiseParams
 
-    if getattr(args, "gain", None) is not None:
-        return NoiseParams(args.offset or 0.0, args.gain, args.electronic_sigma or 0.0)
-    return estimate_noise_params(image)
+    if getattr(args, "gain", None) is None:
+        return None
+    return NoiseParams(args.offset or 0.0, args.gain, args.electronic_sigma or 0.0)
+
+
+def _noise_params_for(image, meta, args):
+    """Known parameters, else estimated from the image (with the offset, if that alone is
+    known); one set per frame of a stack."""
+    from mammo_denoise.physics.noise import estimate_noise_params
+
+    known = _known_params(args)
+    if known is not None:
+        return known
+    kw = {} if getattr(args, "offset", None) is None else {"offset": args.offset}
+    if image.ndim == 3:
+        return [estimate_noise_params(frame, **kw) for frame in image]
+    return estimate_noise_params(image, **kw)
 
 
 def cmd_simulate_dose(args) -> int:
@@ -328,16 +345,24 @@ def cmd_denoise(args) -> int:
             check_modality(meta, override="--any-modality denoises it anyway")
         dest = _output_for(src, root, output, "_denoised")
         t0 = time.perf_counter()
-        result = denoise(image, model=model, meta=meta, device=args.device, tile=args.tile or DEFAULT_TILE,
-                         overlap=args.overlap, batch_size=args.batch_size, amp=args.amp,
-                         progress=_Progress(src.name, show))
+        params = _noise_params_for(image, meta, args) if meta.is_linear else _known_params(args)
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always", NoiseModelMismatch)
+            result = denoise(image, model=model, params=params, meta=meta, device=args.device,
+                             tile=args.tile or DEFAULT_TILE, overlap=args.overlap,
+                             batch_size=args.batch_size, amp=args.amp, progress=_Progress(src.name, show))
+        mismatch = [str(w.message) for w in caught if issubclass(w.category, NoiseModelMismatch)]
+        for w in caught:  # said once per file by _each_file, like every other note
+            warnings.warn_explicit(w.message, w.category, w.filename, w.lineno)
         strength = ""
         if args.strength < 1.0:
             result = apply_strength(image, result, args.strength)
             strength = f" at strength {args.strength:g}"
+        flag = f"; WARNING {'; '.join(mismatch)}"[:800] if mismatch else ""  # ST: 1024 characters
         dest.parent.mkdir(parents=True, exist_ok=True)
         write_derived(result, meta, dest, action=f"denoised with {model.name}{strength}",
-                      description=f"Denoised with {model.name}{strength} (mammo-denoise {__version__})")
+                      description=f"Denoised with {model.name}{strength} (mammo-denoise {__version__})"
+                                  f"{flag}")
         print(f"wrote {dest} ({time.perf_counter() - t0:.1f} s)")
 
     return _each_file(args.command, root, files, work)
@@ -428,7 +453,8 @@ def cmd_train(args) -> int:
         noise_model=args.noise_model, seed=args.seed, device=args.device,
         num_workers=args.workers, amp=args.amp, clip_grad_norm=args.clip_grad_norm or None, out=args.out,
         name=args.name, resume=args.resume, command="mammo-denoise " + shlex.join(args.argv),
-        **dose_kw)
+        anatomy=args.anatomy, anatomy_fraction=args.anatomy_fraction,
+        dose_distribution=args.dose_distribution, detector=_known_params(args), **dose_kw)
     if _torchrun_rank() == 0:  # as with the epoch lines, rank 0 alone speaks
         print(describe(config))
         # The demo's and README's definition, but over the whole breast: the thin, bright rim at
@@ -545,6 +571,7 @@ def build_parser() -> argparse.ArgumentParser:
                         "the models were not made for them)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.add_argument("--progress", action="store_true", help="progress bar even when not a terminal")
+    _noise_options(p)
     p.set_defaults(func=cmd_denoise)
 
     p = sub.add_parser("demo", help="denoise a synthetic phantom and write DICOM and PNG results",
@@ -580,7 +607,15 @@ def build_parser() -> argparse.ArgumentParser:
     dose.add_argument("--dose-range", type=_fraction, nargs=2, metavar=("A", "B"),
                       help="draw the dose fraction per patch from [A, B]")
     p.add_argument("--phantoms", type=int, default=None,
-                   help="number of synthetic training phantoms (default 16 when no DATA is given)")
+                   help="number of synthetic training phantoms (default 16 when no DATA or "
+                        "--anatomy is given)")
+    p.add_argument("--anatomy", type=Path, default=None, metavar="DIR",
+                   help="a mini-MIAS folder (mdbNNN.png): real breast anatomy behind simulated "
+                        "detectors, split by woman (research-use licence)")
+    p.add_argument("--anatomy-fraction", type=float, default=0.7, metavar="F",
+                   help="share of patches from --anatomy when phantoms or DATA are used too (default 0.7)")
+    p.add_argument("--dose-distribution", choices=["uniform", "log-uniform"], default="uniform",
+                   help="how --dose-range is drawn per patch (log-uniform: as many at 5-10 %% as at 50-100 %%)")
     p.add_argument("--phantom-size", type=_size, default=(512, 512), metavar="ROWSxCOLS")
     p.add_argument("--epochs", type=_positive_int, default=10)
     p.add_argument("--iters-per-epoch", type=_positive_int, default=200)
@@ -617,6 +652,7 @@ def build_parser() -> argparse.ArgumentParser:
                         "faster than one CPU core makes patches; the results do not depend on N; "
                         "default 0: the training process itself)")
     p.add_argument("--resume", action="store_true", help="continue from the checkpoint next to --out")
+    _noise_options(p)
     p.set_defaults(func=cmd_train)
 
     p = sub.add_parser("models", help="list available models and their cards",
@@ -634,8 +670,8 @@ def _model_options(p):
 
 
 def _noise_options(p):
-    p.add_argument("--gain", type=float, default=None, help="known detector gain (DN per quantum); "
-                   "default: estimated from each image")
+    p.add_argument("--gain", type=float, default=None, help="known detector gain (DN per quantum), "
+                   "for every image; default: estimated from each image")
     p.add_argument("--offset", type=float, default=None, help="known detector offset (DN)")
     p.add_argument("--electronic-sigma", type=float, default=None, help="known electronic noise (DN)")
 

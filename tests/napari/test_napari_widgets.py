@@ -200,7 +200,7 @@ def test_denoise_of_a_processed_image_notifies_a_plain_note_naming_it(make_napar
         w.layer_combo.layer = viewer.add_image(phantom.noisy, **image_layer_kwargs(phantom.noisy, meta, name=name))
         w.run()
         wait_idle(qtbot, w)
-    said = [m for sev, m in notes if "warning" in sev.lower()]
+    said = [m for sev, m in notes if "warning" in sev.lower() and "not linear raw data" in m]
     assert [m.split(": ")[0] for m in said] == ["first", "second"]
     assert all(m.split(": ", 1)[1].startswith("image is not linear raw data (FOR PRESENTATION or LOG)")
                for m in said)
@@ -381,6 +381,30 @@ def test_dose_estimate_fills_boxes(make_napari_viewer, qtbot, phantom):
     assert w.gain_spin.value() == pytest.approx(w.settings.gain, rel=1e-3)
     assert src.metadata["noise_params"].gain == pytest.approx(w.settings.gain)
     assert len(w.plot.ax.collections) >= 1  # the scatter is drawn
+
+
+def test_parameters_typed_in_the_dose_panel_are_used_by_denoise(make_napari_viewer, qtbot, phantom,
+                                                                 model_dir):
+    from mammo_denoise.napari._widgets.denoise import DenoiseWidget
+    from mammo_denoise.napari._widgets.dose import DoseWidget
+    from mammo_denoise.physics.params import NoiseParams
+
+    viewer = make_napari_viewer()
+    src = viewer.add_image(phantom.noisy, name="typed", scale=(0.07, 0.07))
+    dose = DoseWidget(viewer)
+    dose.layer_combo.layer = src
+    known = NoiseParams(phantom.params.offset, 2.0 * phantom.params.gain, 1.5)
+    dose.offset_spin.setValue(known.offset)
+    dose.gain_spin.setValue(known.gain)
+    dose.sigma_spin.setValue(known.electronic_sigma)
+    dose.sigma_spin.editingFinished.emit()
+    assert src.metadata["noise_params"] == pytest.approx(known)
+    w = DenoiseWidget(viewer)
+    w.settings.model, w.settings.device = "tiny", "cpu"
+    w.layer_combo.layer = src
+    w.run()
+    wait_idle(qtbot, w)
+    assert viewer.layers["typed denoised"].metadata["noise_params"] == pytest.approx(known)
 
 
 def test_dose_estimate_notifies_the_fit_notes_naming_the_layer(make_napari_viewer, qtbot, phantom, notes):

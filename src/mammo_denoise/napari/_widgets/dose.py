@@ -148,6 +148,8 @@ class DoseWidget(QWidget):
         bind(self.offset_spin, self.settings, "offset")
         bind(self.gain_spin, self.settings, "gain")
         bind(self.sigma_spin, self.settings, "electronic_sigma")
+        for spin in (self.offset_spin, self.gain_spin, self.sigma_spin):
+            spin.editingFinished.connect(self._on_params_edited)  # typed by the user only
         self.slider_label.setText(percent(self.settings.fraction))
         self._on_layer_changed(self.layer_combo.currentText())
 
@@ -170,6 +172,15 @@ class DoseWidget(QWidget):
         self.settings.offset = float(params.offset)
         self.settings.gain = float(params.gain)
         self.settings.electronic_sigma = float(params.electronic_sigma)
+
+    def _on_params_edited(self):
+        """Parameters the user typed belong to the image: Denoise and Fine-tune take them from
+        the layer instead of estimating their own."""
+        layer = self.layer_combo.layer
+        if layer is None or np.ndim(layer.data) != 2:
+            return
+        layer.metadata[PARAMS_KEY] = self.params()
+        self.status.setText(f"noise parameters set for '{layer.name}': Denoise and Fine-tune use them")
 
     def _on_layer_changed(self, name: str):
         layer = self.layer_combo.layer
