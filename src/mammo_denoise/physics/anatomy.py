@@ -1,4 +1,4 @@
-"""Real breast anatomy behind a simulated detector (docs/PHYSICS.md, "Real anatomy").
+"""Real breast anatomy behind a simulated detector.
 
 Digitised screen-film mammograms (mini-MIAS: 200 um pixels, 8 bits) carry real anatomy but no
 detector noise of their own. The film value is roughly linear in the logarithm of exposure, with
