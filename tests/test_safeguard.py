@@ -45,8 +45,6 @@ def test_gain_three_times_too_high_is_flagged_and_not_worse_than_the_input(phant
     out, check = safeguard(z, raw, wrong)
     assert check.input_sigma == pytest.approx(3 ** -0.5, rel=0.1)
     assert any("the input's noise is 0.5" in p or "the input's noise is 0.6" in p for p in check.problems)
-    assert any("low-frequency power" in p for p in check.problems)
-    assert check.mean_strength < 1.0
     rng = float(truth.max() - truth.min())
     assert psnr(out, truth, data_range=rng) > psnr(z, truth, data_range=rng)
 

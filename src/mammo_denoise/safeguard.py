@@ -17,16 +17,16 @@ exposed pixels, say when the image or the noise model does not fit:
 - ``removed_variance``: variance of ``r``. Above 1 the network took more than white noise:
   correlated detector noise (neighbour correlation ~0.3 gives 1.15-1.24) or texture it took for
   noise. 0.87-1.05 on phantoms and real anatomy with estimated parameters.
-- ``lowfreq_ratio``: the power of ``r`` after a Gaussian low-pass (sigma 2 px) over white noise's;
-  0.4-1.0 normally (up to 1.7 around calcification clusters), 2.8-3.9 when the gain is 3x too
-  high and anatomy goes with the noise.
+- ``lowfreq_ratio``: the variance of ``r``'s 4x4 block means over white noise's (1/16 of its
+  variance): 0.45-0.75 on phantoms and real anatomy, 1.45-1.6 when the gain is 3x too high and
+  anatomy goes with the noise.
 
 The fallback is a local strength: where the removed part's variance over a 32 px window exceeds
 what the noise allows (``1.3 * input_sigma**2``, the 99.9th percentile when the model fits), the
 result is blended back toward the input until it does not (a smoothed map, so no seams), and with
-too much low-frequency power the whole image's strength is lowered so that it falls to white's.
-Strength 0 is the input itself, so the result is never worse than it by construction of the
-blend; measured in BENCHMARKS.md ("Real anatomy").
+too much low-frequency power the whole image's strength is lowered in proportion. The blend only
+ever moves the result toward the input (strength 0); how often a result still ends below its
+input is measured in BENCHMARKS.md ("Real anatomy").
 """
 
 from __future__ import annotations
@@ -45,9 +45,8 @@ SIGMA_BAND = (0.85, 1.15)  #: input noise in GAT units that counts as fitting th
 TREND_BAND = (0.9, 1.1)
 REMOVED_MAX = 1.1
 CORRELATION_MAX = 1.25
-LOWFREQ_MAX = 2.2
-_LOWPASS_SIGMA = 2.0
-_WHITE_LOWPASS = 1.0 / (8.0 * np.pi * _LOWPASS_SIGMA**2)  # variance a Gaussian low-pass keeps
+LOWFREQ_MAX = 1.3
+_LOWPASS_BLOCK = 4
 
 
 class NoiseModelMismatch(UserWarning):
@@ -92,6 +91,20 @@ def _block_view(a: np.ndarray, b: int) -> np.ndarray:
     return a[:h, :w].reshape(h // b, b, w // b, b)
 
 
+def _step(shape, max_pixels: int = 1 << 20) -> int:
+    return max(1, int(np.sqrt(shape[0] * shape[1] / max_pixels)))
+
+
+def _mad_sigma(a: np.ndarray, keep: np.ndarray) -> float:
+    """Robust standard deviation (1.4826 MAD) of ``a[keep]``, from every ``_step``-th row: a
+    million samples fix it to 0.1 %, and a full field's medians would cost a second."""
+    step = _step(a.shape)
+    v = a[::step][keep[::step]]
+    if v.size == 0:
+        return 1.0
+    return float(1.4826 * np.median(np.abs(v - np.median(v))))
+
+
 def check_removed(noisy, denoised, params: NoiseParams) -> tuple[RemovedCheck, np.ndarray]:
     """Measure the removed part of one frame (module docstring) and the safe strength map.
 
@@ -106,22 +119,25 @@ def check_removed(noisy, denoised, params: NoiseParams) -> tuple[RemovedCheck, n
     z = np.asarray(noisy, np.float64)
     if min(z.shape) < 2 * WINDOW:  # too few pixels to measure a noise level: nothing to say
         return RemovedCheck(1.0, 1.0, 1.0, 1.0, 1.0, 0.0, 1.0, ()), np.ones(z.shape, np.float32)
-    y = anscombe(z, params)
-    r = y - anscombe(np.asarray(denoised, np.float64), params)
+    # float32 from here: statistics need no more, and a full field stays ~35 MB per array
+    y = anscombe(z, params).astype(np.float32)
+    r = y - anscombe(np.asarray(denoised, np.float64), params).astype(np.float32)
     exposed = _exposed(z, params)
+    del z
     if exposed.sum() < 64:
-        exposed = np.ones(z.shape, bool)
+        exposed = np.ones(y.shape, bool)
 
     d = _second_difference_detail(y)
     inner = exposed[1:-1, 1:-1]
-    dd = d[inner]
-    input_sigma = float(1.4826 * np.median(np.abs(dd - np.median(dd)))) if dd.size else 1.0
-    input_sigma = max(input_sigma, 1e-6)  # a noise-free input: every removal is "too much"
+    input_sigma = max(_mad_sigma(d, inner), 1e-6)  # noise-free input: every removal is "too much"
     # White noise has the same variance in first and in second differences; noise correlated
     # between neighbours (an indirect detector) has much less at the second's Nyquist corner.
-    first = np.concatenate([np.diff(y, axis=1)[1:-1, 1:][inner], np.diff(y, axis=0)[1:, 1:-1][inner]])
-    correlation_ratio = float(1.4826 * np.median(np.abs(first - np.median(first)))
-                              / np.sqrt(2.0) / input_sigma) if first.size else 1.0
+    step = _step(y.shape)
+    rows, ok = y[1:-1:step], exposed[1:-1:step]
+    horizontal = _mad_sigma(np.diff(rows, axis=1), ok[:, 1:] & ok[:, :-1])
+    vertical = _mad_sigma(y[2::step][: rows.shape[0]] - rows[: y[2::step].shape[0]],
+                          ok[: y[2::step].shape[0]] & exposed[2::step][: rows.shape[0]])
+    correlation_ratio = 0.5 * (horizontal + vertical) / np.sqrt(2.0) / input_sigma
 
     # local noise level against local signal level, over blocks wholly exposed
     b = WINDOW
@@ -134,10 +150,14 @@ def check_removed(noisy, denoised, params: NoiseParams) -> tuple[RemovedCheck, n
         dark, bright = sig[lev <= lo], sig[lev >= hi]
         level_trend = float(np.median(bright) / max(np.median(dark), 1e-12))
 
-    rc = r - np.mean(r[exposed])
+    rc = r - np.float32(np.mean(r[exposed]))
+    del r
     removed_variance = float(np.mean(rc[exposed] ** 2))
-    low = ndimage.gaussian_filter(np.where(exposed, rc, 0.0), _LOWPASS_SIGMA)
-    lowfreq_ratio = float(np.mean(low[exposed] ** 2) / max(removed_variance, 1e-12) / _WHITE_LOWPASS)
+    # low-pass by 4x4 block means: white noise keeps 1/16 of its variance in them
+    means = _block_view(np.where(exposed, rc, np.float32(0)), _LOWPASS_BLOCK).mean(axis=(1, 3))
+    whole = _block_view(exposed, _LOWPASS_BLOCK).all(axis=(1, 3))
+    lowfreq_ratio = float(np.mean(means[whole] ** 2) * _LOWPASS_BLOCK**2
+                          / max(removed_variance, 1e-12)) if whole.any() else 1.0
 
     problems = []
     if not SIGMA_BAND[0] <= input_sigma <= SIGMA_BAND[1]:
@@ -156,13 +176,19 @@ def check_removed(noisy, denoised, params: NoiseParams) -> tuple[RemovedCheck, n
         problems.append(f"the removed part has {lowfreq_ratio:.1f}x white noise's low-frequency "
                         "power (anatomy removed with the noise)")
 
-    local = ndimage.uniform_filter(rc * rc, b)
+    # The local removed variance over ``b`` px windows, on a grid of 8 px blocks (a full field's
+    # map in milliseconds), upsampled bilinearly: a smooth map, so no seams.
+    c = 8
+    local = ndimage.uniform_filter(_block_view(rc * rc, c).mean(axis=(1, 3)), b // c, mode="nearest")
     cap = LOCAL_CAP * input_sigma**2
-    strength = np.sqrt(np.minimum(1.0, cap / np.maximum(local, 1e-12)))
+    coarse = np.sqrt(np.minimum(1.0, cap / np.maximum(local, 1e-12)))
     if lowfreq_ratio > LOWFREQ_MAX:
-        strength = strength * np.sqrt(LOWFREQ_MAX / lowfreq_ratio)
+        coarse = coarse * np.sqrt(LOWFREQ_MAX / lowfreq_ratio)
     # Smoothing a map in [0, 1] keeps it there; the min keeps every capped window capped.
-    strength = np.minimum(strength, ndimage.gaussian_filter(strength, b / 2.0))
+    coarse = np.minimum(coarse, ndimage.gaussian_filter(coarse, b / 2.0 / c, mode="nearest"))
+    fine = ndimage.zoom(coarse, c, order=1, mode="nearest", grid_mode=True)
+    h, w = rc.shape
+    strength = np.pad(fine, ((0, h - fine.shape[0]), (0, w - fine.shape[1])), mode="edge")
     strength = np.where(exposed, strength, 1.0).astype(np.float32)
     s_exp = strength[exposed]
     check = RemovedCheck(
