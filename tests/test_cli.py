@@ -512,3 +512,23 @@ def test_train_takes_known_detector_parameters_and_anatomy_options(tmp_path):
     data = load_model(out).card["training"]["data"]
     assert data["files_noise_params"].startswith("given: NoiseParams(offset=50.0, gain=0.25")
     assert data["dose_distribution"] == "log-uniform"
+
+
+def test_train_on_files_says_each_files_noise_note_plainly(tmp_path):
+    import shutil as _shutil
+
+    from mammo_denoise.io import write_mammogram
+    from mammo_denoise.physics.phantom import make_phantom
+
+    data = tmp_path / "data"
+    data.mkdir()
+    ph = make_phantom(seed=1, shape=(256, 256))  # cropped inside the breast: no unexposed region
+    write_mammogram(ph.noisy[64:192, 16:144], data / "crop1.dcm", ph.meta)
+    _shutil.copy(data / "crop1.dcm", data / "crop2.dcm")  # the same note again: said again
+    done = run_cli("train", str(data), "--out", str(tmp_path / "m.safetensors"), "--epochs", "1",
+                   "--iters-per-epoch", "1", "--patch", "32", "--batch-size", "2")
+    assert done.returncode == 0, done.stderr
+    notes = [ln for ln in done.stderr.splitlines() if "no unexposed (dark) region" in ln]
+    assert [n.split(": no unexposed")[0] for n in notes] == [
+        "mammo-denoise train: note: crop1.dcm", "mammo-denoise train: note: crop2.dcm"]
+    assert ".py:" not in done.stderr and "warnings.warn" not in done.stderr

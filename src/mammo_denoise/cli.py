@@ -7,6 +7,7 @@ user can act on is one line on stderr and exit status 2; nothing here knows any 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import re
@@ -676,12 +677,27 @@ def _noise_options(p):
     p.add_argument("--electronic-sigma", type=float, default=None, help="known electronic noise (DN)")
 
 
+@contextlib.contextmanager
+def _plain_notes(command: str):
+    """A warning that no command collects per file (training's, say) is one plain line, every
+    time, never Python's source path and line of code."""
+    def show(message, category, filename, lineno, file=None, line=None):
+        if issubclass(category, UserWarning):
+            print(f"mammo-denoise {command}: note: {message}", file=sys.stderr)
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("always", UserWarning)
+        warnings.showwarning = show
+        yield
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     args.argv = list(sys.argv[1:] if argv is None else argv)  # recorded in model cards
     try:
-        return args.func(args)
+        with _plain_notes(args.command):
+            return args.func(args)
     except (MammoDenoiseError, OSError) as err:
         print(f"mammo-denoise {args.command}: error: {err}", file=sys.stderr)
         return EXIT_USER_ERROR

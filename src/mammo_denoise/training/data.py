@@ -28,6 +28,7 @@ noise standard deviation.
 
 from __future__ import annotations
 
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -232,7 +233,8 @@ def build_sources(config, cancel=None) -> list[Source]:
             add(ph.truth, ph.params, ph.mask, "phantom", f"phantom {i}", calc_mask)
     for path in _expand_paths(config.paths):
         from mammo_denoise.io import read_mammogram
-        from mammo_denoise.physics.noise import estimate_noise_params
+
+        from mammo_denoise.physics.noise import fit_noise_model
 
         array, meta = read_mammogram(path)
         if not getattr(meta, "is_linear", True) and not gs:
@@ -244,8 +246,14 @@ def build_sources(config, cancel=None) -> list[Source]:
         frames = array[None] if array.ndim == 2 else array
         for k, frame in enumerate(frames):
             frame = np.asarray(frame, np.float32)
-            params = config.detector or estimate_noise_params(frame)
-            add(frame, params, None, "real", f"{Path(path).name}" + (f"[{k}]" if k else ""))
+            label = f"{Path(path).name}" + (f"[{k}]" if k else "")
+            params = config.detector
+            if params is None:
+                fit = fit_noise_model(frame, warn=False)
+                params = fit.params
+                for note in fit.warnings:  # one per file, naming it
+                    warnings.warn(f"{label}: {note}", UserWarning, stacklevel=2)
+            add(frame, params, None, "real", label)
     for i, item in enumerate(config.images):
         mask = None if len(item) < 3 or item[2] is None else np.asarray(item[2], bool)
         add(np.asarray(item[0], np.float32), item[1], mask, "real", f"image {i}")
