@@ -156,7 +156,7 @@ class UNet(nn.Module):
     through a 1x1 convolution that starts at zero. Each scale doubles the receptive radius
     (context=2 at depth 3: 26 -> 122 px) for +44 % multiply-accumulates per pixel, most of it in
     the branch's last decoder, which runs at the deepest scale's resolution; the zero
-    start means a trained network grown this way (``benchmarks/context_unet.py``) computes
+    start means a trained network grown this way (a probe recorded in BENCHMARKS.md) computes
     exactly what it did until fine-tuning finds a use for the wider view. On the phantoms the
     default found almost none: +0.006 dB after 45 CPU-minutes (BENCHMARKS.md section 1).
     """
