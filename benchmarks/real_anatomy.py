@@ -114,70 +114,104 @@ def calc_spots(truth, centre_rc, radius, n=8):
     return np.array(spots, float)
 
 
+_WORKER: dict = {}
+
+
+def _start_worker(args, specs, threads):
+    """Each process loads the models once (and runs single-threaded beside the others)."""
+    C.set_threads(threads)
+    _WORKER.update(args=args, films=read_film_folder(args.mias, split="test"),
+                   denoisers={s.label: C.load(s) for s in specs})
+
+
+def score_region(i: int, region) -> list[dict]:
+    """Every truth and dose of region ``i``: one row each."""
+    from mammo_denoise import denoise, estimate_noise_params
+
+    args, denoisers = _WORKER["args"], _WORKER["denoisers"]
+    film_ref, zoom, row, col, calc = region
+    film = next(f for f in _WORKER["films"] if f.ref == film_ref)
+    cache = Path(args.cache) if args.cache else None
+    inner = (slice(CONTEXT, CONTEXT + args.size), slice(CONTEXT, CONTEXT + args.size))
+    params = detector(args.seed * 100_000 + i)
+    rows = []
+    for truth_name, grain in TRUTHS.items():
+        q, origin = quanta_window(film, zoom, row, col, args.size, grain)
+        for dose in args.doses:
+            rng = np.random.default_rng([args.seed, i, int(round(1000 * dose))])
+            lam = dose * q
+            truth = params.offset + params.gain * lam
+            z = (params.offset + params.gain * rng.poisson(lam)
+                 + params.electronic_sigma * rng.standard_normal(lam.shape))
+            t_in = truth[inner]
+            rng_dn = float(t_in.max() - t_in.min())
+            outs = {"Noisy": z}
+            key = hashlib.sha256(z.tobytes()).hexdigest()[:20]
+            hit = cache / f"bm3d_{key}.npy" if cache else None
+            if hit is not None and hit.exists():
+                outs[BM3D] = np.load(hit)
+            elif C.have_bm3d():
+                outs[BM3D] = C.bm3d_anscombe(z, params)
+                if hit is not None:
+                    np.save(hit, outs[BM3D])
+            with warnings.catch_warnings(record=True) as caught:
+                warnings.simplefilter("always")
+                est = estimate_noise_params(z)
+                for label, den in denoisers.items():
+                    outs[label] = denoise(z, model=den, params=est, device="cpu")
+                    if args.true_params:
+                        outs[f"{label}, true parameters"] = denoise(z, model=den, params=params,
+                                                                    device="cpu")
+            flagged = sorted({str(w.message)[:80] for w in caught if "mismatch" in str(w.message)})
+            rec = {"region": i, "ref": film.ref, "zoom": zoom, "truth": truth_name, "dose": dose,
+                   "params": [params.offset, params.gain, params.electronic_sigma],
+                   "estimated_gain": est.gain, "calc": calc is not None,
+                   "safeguard_notes": flagged, "psnr": {}, "ssim": {}}
+            for label, img in outs.items():
+                rec["psnr"][label] = C.psnr(img[inner], t_in, rng_dn)
+                rec["ssim"][label] = C.ssim(img[inner], t_in, rng_dn)
+            if calc is not None:
+                centre = (calc[0] * zoom - origin[0] - CONTEXT, calc[1] * zoom - origin[1] - CONTEXT)
+                spots = calc_spots(t_in, centre, calc[2] * zoom)
+                if len(spots):
+                    ref = calcification_contrast(t_in, spots, 2.0)
+                    rec["calc_contrast"] = {
+                        label: float(np.mean(calcification_contrast(img[inner], spots, 2.0) / ref))
+                        for label, img in outs.items()}
+            rows.append(rec)
+    return rows
+
+
 def run(args):
     films = read_film_folder(args.mias, split="test")
     specs = C.parse_models(args.models)
-    denoisers = {s.label: C.load(s) for s in specs}
-    cache = Path(args.cache) if args.cache else None
-    if cache:
-        cache.mkdir(parents=True, exist_ok=True)
-    from mammo_denoise import denoise, estimate_noise_params
-
+    if args.cache:
+        Path(args.cache).mkdir(parents=True, exist_ok=True)
+    regs = [(f.ref, zoom, row, col, calc)
+            for f, zoom, row, col, calc in regions(films, args.regions, args.size, args.seed)]
     rows = []
-    regs = regions(films, args.regions, args.size, args.seed)
-    inner = (slice(CONTEXT, CONTEXT + args.size), slice(CONTEXT, CONTEXT + args.size))
-    for i, (film, zoom, row, col, calc) in enumerate(regs):
-        params = detector(args.seed * 100_000 + i)
-        for truth_name, grain in TRUTHS.items():
-            q, origin = quanta_window(film, zoom, row, col, args.size, grain)
-            for dose in args.doses:
-                rng = np.random.default_rng([args.seed, i, int(round(1000 * dose))])
-                lam = dose * q
-                truth = params.offset + params.gain * lam
-                z = (params.offset + params.gain * rng.poisson(lam)
-                     + params.electronic_sigma * rng.standard_normal(lam.shape))
-                t_in = truth[inner]
-                rng_dn = float(t_in.max() - t_in.min())
-                outs = {"Noisy": z}
-                key = hashlib.sha256(z.tobytes()).hexdigest()[:20]
-                hit = cache / f"bm3d_{key}.npy" if cache else None
-                if hit is not None and hit.exists():
-                    outs[BM3D] = np.load(hit)
-                elif C.have_bm3d():
-                    outs[BM3D] = C.bm3d_anscombe(z, params)
-                    if hit is not None:
-                        np.save(hit, outs[BM3D])
-                with warnings.catch_warnings(record=True) as caught:
-                    warnings.simplefilter("always")
-                    est = estimate_noise_params(z)
-                    for label, den in denoisers.items():
-                        outs[label] = denoise(z, model=den, params=est, device="cpu")
-                        if args.true_params:
-                            outs[f"{label}, true parameters"] = denoise(z, model=den, params=params,
-                                                                        device="cpu")
-                flagged = sorted({str(w.message)[:80] for w in caught
-                                  if "mismatch" in str(w.message)})
-                rec = {"region": i, "ref": film.ref, "zoom": zoom, "truth": truth_name,
-                       "dose": dose, "params": [params.offset, params.gain, params.electronic_sigma],
-                       "estimated_gain": est.gain,
-                       "calc": calc is not None, "safeguard_notes": flagged, "psnr": {}, "ssim": {}}
-                for label, img in outs.items():
-                    rec["psnr"][label] = C.psnr(img[inner], t_in, rng_dn)
-                    rec["ssim"][label] = C.ssim(img[inner], t_in, rng_dn)
-                if calc is not None:
-                    centre = (calc[0] * zoom - origin[0] - CONTEXT, calc[1] * zoom - origin[1] - CONTEXT)
-                    spots = calc_spots(t_in, centre, calc[2] * zoom)
-                    if len(spots):
-                        ref = calcification_contrast(t_in, spots, 2.0)
-                        rec["calc_contrast"] = {
-                            label: float(np.mean(calcification_contrast(img[inner], spots, 2.0) / ref))
-                            for label, img in outs.items()}
-                rows.append(rec)
-            print(f"region {i + 1}/{len(regs)} {film.ref} x{zoom:g} {truth_name}: " + ", ".join(
-                f"{lab} {rows[-1]['psnr'][lab] - rows[-1]['psnr']['Noisy']:+.2f}"
-                for lab in rows[-1]["psnr"] if lab != "Noisy") + f" dB at dose {args.doses[-1]:g}",
-                flush=True)
-    return rows, list(denoisers), specs
+    if args.jobs > 1:
+        from concurrent.futures import ProcessPoolExecutor
+
+        with ProcessPoolExecutor(args.jobs, initializer=_start_worker,
+                                 initargs=(args, specs, 1)) as pool:
+            for i, part in enumerate(pool.map(score_region, range(len(regs)), regs)):
+                rows += part
+                _report(i, regs, part)
+    else:
+        _start_worker(args, specs, args.threads)
+        for i, region in enumerate(regs):
+            part = score_region(i, region)
+            rows += part
+            _report(i, regs, part)
+    return rows, [s.label for s in specs], specs
+
+
+def _report(i, regs, part):
+    last = part[-1]
+    print(f"region {i + 1}/{len(regs)} {last['ref']} x{last['zoom']:g}: " + ", ".join(
+        f"{lab} {last['psnr'][lab] - last['psnr']['Noisy']:+.2f}" for lab in last["psnr"]
+        if lab != "Noisy") + f" dB ({last['truth']} truth, dose {last['dose']:g})", flush=True)
 
 
 def summarise(rows, methods):
@@ -221,8 +255,8 @@ def main(argv=None):
     p.add_argument("--cache", type=Path, default=None, help="folder for BM3D outputs per case")
     p.add_argument("--out", default="real_anatomy", help="results/<OUT>.json")
     p.add_argument("--threads", type=int, default=None)
+    p.add_argument("--jobs", type=int, default=1, help="processes, one region each at a time")
     args = p.parse_args(argv)
-    C.set_threads(args.threads)
     started = time.perf_counter()
     rows, methods, specs = run(args)
     table = summarise(rows, methods)
