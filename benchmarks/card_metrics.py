@@ -1,11 +1,12 @@
-"""Write section 1's held-out numbers into the cards of the shipped models.
+"""Write the held-out numbers of sections 0 and 1 into the cards of the shipped models.
 
     python benchmarks/card_metrics.py
 
-Reads ``results/quality.json`` and, for each shipped model that was run in it with the very
-weights now shipped (same sha256, not a carried row), sets the card's ``metrics.held_out``: what
-``mammo-denoise models`` and the napari widgets show. Cards of models the run did not cover are
-left alone and named.
+Reads ``results/quality.json`` (phantoms) and ``results/real_anatomy.json`` (held-out mini-MIAS
+women) and, for each shipped model that was run in them with the very weights now shipped (same
+sha256, not a carried row), sets the card's ``metrics.held_out`` and
+``metrics.held_out_real_anatomy``: what ``mammo-denoise models`` and the napari widgets show.
+Cards of models a run did not cover are left alone and named.
 """
 
 from __future__ import annotations
@@ -38,7 +39,40 @@ def held_out(doc: dict, label: str) -> dict:
     }
 
 
+def held_out_real(doc: dict, label: str) -> dict:
+    """At 20 % dose, both truths: PSNR and SSIM against BM3D and the regions worse than the input."""
+    out = {"benchmark": "benchmarks/real_anatomy.py (BENCHMARKS.md section 0)", "date": doc["date"],
+           "regions": doc["settings"]["regions"], "dose": 0.2}
+    for key, entry in doc["table"].items():
+        truth, dose = key.split(" @ ")
+        if float(dose) != 0.2 or label not in entry:
+            continue
+        e = entry[label]
+        out[truth] = {"psnr_db": round(e["psnr"]["mean"], 3),
+                      "psnr_minus_bm3d_db": round(e["minus_bm3d_db"]["mean"], 3),
+                      "ssim_minus_bm3d": round(e["ssim_minus_bm3d"]["mean"], 4),
+                      "worse_than_input": e["worse_than_input"]}
+    return out
+
+
+def _real_anatomy_labels() -> dict:
+    """sha256 -> label of the models run in results/real_anatomy.json."""
+    path = C.RESULTS / "real_anatomy.json"
+    if not path.exists():
+        return {}
+    doc = json.loads(path.read_text())
+    labels = {}
+    for m in doc["models"]:
+        card = Path(m["path"]).with_suffix(".json")
+        if card.exists():
+            labels[json.loads(card.read_text()).get("sha256")] = m["label"]
+    return labels
+
+
 def main() -> None:
+    real = C.RESULTS / "real_anatomy.json"
+    real_doc = json.loads(real.read_text()) if real.exists() else None
+    real_labels = _real_anatomy_labels()
     doc = C.load_result("quality")
     run_here = {m["sha256"]: m["label"] for m in doc["models"] if not m.get("carried_from")}
     for info in list_models():
@@ -50,6 +84,9 @@ def main() -> None:
             continue
         card = dict(info.card)
         card["metrics"] = {**card.get("metrics", {}), "held_out": held_out(doc, label)}
+        real_label = real_labels.get(info.card.get("sha256"))
+        if real_doc is not None and real_label is not None:
+            card["metrics"]["held_out_real_anatomy"] = held_out_real(real_doc, real_label)
         card_path = info.path.with_suffix(".json")
         card_path.write_text(json.dumps(card, indent=2) + "\n")
         h = card["metrics"]["held_out"]
