@@ -7,7 +7,6 @@ import json
 
 import numpy as np
 import pytest
-import torch
 from skimage.io import imsave
 
 from mammo_denoise.physics.anatomy import (film_breast_mask, film_to_quanta, read_film_folder,
@@ -16,13 +15,7 @@ from mammo_denoise.physics.params import NoiseParams
 from mammo_denoise.training import TrainConfig, train
 from mammo_denoise.training.data import ANATOMY_DETECTOR, PatchSampler, build_sources, split_sources
 
-
-@pytest.fixture(autouse=True)
-def _one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+from test_training import _few_threads  # noqa: F401  (autouse: one torch thread, as there)
 
 
 def _film(seed, shape=(160, 128)):
