@@ -47,6 +47,7 @@ import common as C  # noqa: E402
 from mammo_denoise.metrics import calcification_contrast, spot_contrast_map  # noqa: E402
 from mammo_denoise.physics.anatomy import film_breast_mask, film_to_quanta, read_film_folder  # noqa: E402
 from mammo_denoise.physics.params import NoiseParams  # noqa: E402
+from mammo_denoise.safeguard import NoiseModelMismatch  # noqa: E402
 
 CONTEXT = 40  # px of real image around each region: BM3D's reach (39 px) and the U-Net's (26)
 TRUTHS = {"film": 0.0, "smoothed": 1.0}  # grain smoothing (film pixels) before the mapping
@@ -154,15 +155,20 @@ def score_region(i: int, region) -> list[dict]:
                 outs[BM3D] = C.bm3d_anscombe(z, params)
                 if hit is not None:
                     np.save(hit, outs[BM3D])
-            with warnings.catch_warnings(record=True) as caught:
-                warnings.simplefilter("always")
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
                 est = estimate_noise_params(z)
-                for label, den in denoisers.items():
-                    outs[label] = denoise(z, model=den, params=est, device="cpu")
-                    if args.true_params:
-                        outs[f"{label}, true parameters"] = denoise(z, model=den, params=params,
-                                                                    device="cpu")
-            flagged = sorted({str(w.message)[:80] for w in caught if "mismatch" in str(w.message)})
+            runs = {label: (den, est) for label, den in denoisers.items()}
+            if args.true_params:
+                runs.update({f"{label}, true parameters": (den, params)
+                             for label, den in denoisers.items()})
+            flagged = {}
+            for label, (den, p) in runs.items():
+                with warnings.catch_warnings(record=True) as caught:
+                    warnings.simplefilter("always")
+                    outs[label] = denoise(z, model=den, params=p, device="cpu")
+                flagged[label] = [str(w.message) for w in caught
+                                  if issubclass(w.category, NoiseModelMismatch)]
             rec = {"region": i, "ref": film.ref, "zoom": zoom, "truth": truth_name, "dose": dose,
                    "params": [params.offset, params.gain, params.electronic_sigma],
                    "estimated_gain": est.gain, "calc": calc is not None,
@@ -236,7 +242,7 @@ def summarise(rows, methods):
                     entry[m]["minus_bm3d_db"] = C.mean_std(d)
                     entry[m]["ssim_minus_bm3d"] = C.mean_std(
                         [r["ssim"][m] - r["ssim"][BM3D] for r in sel])
-                    entry[m]["flagged"] = int(sum(bool(r["safeguard_notes"]) for r in sel))
+                    entry[m]["flagged"] = int(sum(bool(r["safeguard_notes"].get(m)) for r in sel))
             table[f"{truth} @ {dose:g}"] = entry
     return table
 

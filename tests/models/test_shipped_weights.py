@@ -92,3 +92,16 @@ def test_every_shipped_model_denoises(name):
     gain = _psnr_gain(out, noisy, truth, mask)
     assert gain > 5.0
     assert float(out[mask].mean()) == pytest.approx(float(truth[mask].mean()), rel=0.005)
+
+
+def test_the_default_card_says_it_learnt_from_real_anatomy_and_under_which_licence():
+    card = load_model(DEFAULT_MODEL).card
+    anatomy = card["training"]["data"]["anatomy"]
+    assert anatomy["source"].startswith("mini-MIAS") and "research" in anatomy["licence"]
+    assert "by woman" in anatomy["split"] and anatomy["train_women"] > 50
+    # never trained on the benchmark's women: every validation film is a "val" woman
+    from mammo_denoise.physics.anatomy import woman_split
+
+    assert all(woman_split((int(ref[3:]) + 1) // 2) == "val" for ref in anatomy["val_refs"])
+    real = card["metrics"]["held_out_real_anatomy"]
+    assert real["regions"] >= 40 and {"film", "smoothed"} <= real.keys()
