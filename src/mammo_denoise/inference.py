@@ -44,6 +44,7 @@ from functools import partial
 import numpy as np
 import torch
 
+from mammo_denoise.devices import resolve_device  # noqa: F401  (part of this module's API)
 from mammo_denoise.errors import Cancelled, MammoDenoiseError
 
 #: Tile side (pixels) when the caller doesn't say. Each inner tile border spends the overlap
@@ -58,43 +59,6 @@ DEFAULT_BATCH_GPU = 2
 
 
 # ----------------------------------------------------------------------------- devices
-def resolve_device(device: str | torch.device | None = "auto") -> torch.device:
-    """``"auto"`` (CUDA, then MPS, then CPU), ``"cpu"``, ``"cuda"``, ``"cuda:1"``, ``"mps"``."""
-    if isinstance(device, torch.device):
-        kind, dev = device.type, device
-    else:
-        text = "auto" if device is None else str(device).strip().lower()
-        if text == "auto":
-            if torch.cuda.is_available():
-                return torch.device("cuda")
-            if _mps_available():
-                return torch.device("mps")
-            return torch.device("cpu")
-        try:
-            dev = torch.device(text)
-        except RuntimeError:
-            raise MammoDenoiseError(f"unknown device {device!r}; use 'auto', 'cpu', 'cuda' or 'mps'") from None
-        kind = dev.type
-    if kind == "cuda":
-        if not torch.cuda.is_available():
-            raise MammoDenoiseError("device 'cuda' was requested but no CUDA GPU is available "
-                                    "(this torch build or machine has none); use device='auto' or 'cpu'")
-        if dev.index is not None and dev.index >= torch.cuda.device_count():
-            raise MammoDenoiseError(f"device {str(dev)!r} does not exist: {torch.cuda.device_count()} CUDA GPU(s)")
-    elif kind == "mps":
-        if not _mps_available():
-            raise MammoDenoiseError("device 'mps' was requested but Apple Metal (MPS) is not available; "
-                                    "use device='auto' or 'cpu'")
-    elif kind != "cpu":
-        raise MammoDenoiseError(f"unsupported device {str(dev)!r}; use 'auto', 'cpu', 'cuda' or 'mps'")
-    return dev
-
-
-def _mps_available() -> bool:
-    mps = getattr(torch.backends, "mps", None)
-    return bool(mps is not None and mps.is_available())
-
-
 def _cpu_threads() -> int:
     try:
         return len(os.sched_getaffinity(0))  # the cores this process may use, not the machine's

@@ -346,7 +346,7 @@ def load_model(name_or_path="default", device=None) -> Denoiser:
     card.setdefault("name", weights_path.stem)
     denoiser = Denoiser(net, card).eval()
     if device is not None:
-        from mammo_denoise.inference import resolve_device
+        from mammo_denoise.devices import resolve_device
 
         denoiser.to(resolve_device(device))
     return denoiser
