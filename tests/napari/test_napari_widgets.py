@@ -206,6 +206,26 @@ def test_denoise_of_a_processed_image_notifies_a_plain_note_naming_it(make_napar
                for m in said)
 
 
+def test_denoise_with_a_wrong_gain_notifies_the_mismatch_naming_the_layer(make_napari_viewer, qtbot,
+                                                                           phantom, model_dir, notes):
+    from mammo_denoise.napari._widgets.denoise import DenoiseWidget
+    from mammo_denoise.physics.params import NoiseParams
+
+    viewer = make_napari_viewer()
+    p = phantom.params
+    wrong = NoiseParams(p.offset, 3.0 * p.gain, p.electronic_sigma)  # as if typed in the Dose panel
+    layer = viewer.add_image(phantom.noisy, **image_layer_kwargs(phantom.noisy, phantom.meta, name="L CC",
+                                                                 params=wrong))
+    w = DenoiseWidget(viewer)
+    w.settings.model, w.settings.device = "default", "cpu"
+    w.layer_combo.layer = layer
+    w.run()
+    wait_idle(qtbot, w)
+    said = [m for sev, m in notes if "warning" in sev.lower() and "noise model mismatch" in m]
+    assert len(said) == 1 and said[0].startswith("L CC: noise model mismatch: the input's noise is 0.")
+    assert "L CC denoised" in viewer.layers
+
+
 def test_denoise_without_layer_notifies(make_napari_viewer, model_dir, notes):
     from mammo_denoise.napari._widgets.denoise import DenoiseWidget
 
