@@ -9,14 +9,15 @@ exposed pixels, say when the image or the noise model does not fit:
 - ``input_sigma``: the input's noise in GAT units from its second difference (robust, so anatomy
   does not count): 1 when the noise parameters are right. A gain wrong by 3x gives 0.6 or 1.7.
 - ``correlation_ratio``: the input's noise from first differences over that from the second
-  difference: about 1.1 for white noise on anatomy, 1.4-1.5 for quantum noise blurred by an
+  difference: about 1.1 for white noise on anatomy, 1.3-1.5 for quantum noise blurred by an
   indirect detector (neighbour correlation ~0.2), which the shipped models never saw.
 - ``level_trend``: the local noise level of the brightest quarter of blocks over the darkest;
   the GAT makes the noise level-independent, so a processed (FOR PRESENTATION, log) image or a
   wrong offset shows here (0.8-0.9 for a log image whose fit adapted to it, 1.00 +- 0.03 raw).
 - ``removed_variance``: variance of ``r``. Above 1 the network took more than white noise:
-  correlated detector noise (neighbour correlation ~0.3 gives 1.15-1.24) or texture it took for
-  noise. 0.87-1.05 on phantoms and real anatomy with estimated parameters.
+  correlated detector noise (1.0-1.24 with a neighbour correlation of ~0.2, by model; the
+  correlation test is the one that catches that) or texture it took for noise; 0.87-1.05 on
+  phantoms and real anatomy with estimated parameters.
 - ``lowfreq_ratio``: the variance of ``r``'s 4x4 block means over white noise's (1/16 of its
   variance): 0.45-0.75 on phantoms and real anatomy, 1.45-1.6 when the gain is 3x too high and
   anatomy goes with the noise.
@@ -133,10 +134,11 @@ def check_removed(noisy, denoised, params: NoiseParams) -> tuple[RemovedCheck, n
     # White noise has the same variance in first and in second differences; noise correlated
     # between neighbours (an indirect detector) has much less at the second's Nyquist corner.
     step = _step(y.shape)
-    rows, ok = y[1:-1:step], exposed[1:-1:step]
-    horizontal = _mad_sigma(np.diff(rows, axis=1), ok[:, 1:] & ok[:, :-1])
-    vertical = _mad_sigma(y[2::step][: rows.shape[0]] - rows[: y[2::step].shape[0]],
-                          ok[: y[2::step].shape[0]] & exposed[2::step][: rows.shape[0]])
+    top, under = y[1:-1:step], y[2::step]  # every step-th row and the row below it
+    n = min(len(top), len(under))
+    ok_top, ok_under = exposed[1:-1:step][:n], exposed[2::step][:n]
+    horizontal = _mad_sigma(np.diff(top[:n], axis=1), ok_top[:, 1:] & ok_top[:, :-1])
+    vertical = _mad_sigma(under[:n] - top[:n], ok_top & ok_under)
     correlation_ratio = 0.5 * (horizontal + vertical) / np.sqrt(2.0) / input_sigma
 
     # local noise level against local signal level, over blocks wholly exposed
@@ -192,9 +194,10 @@ def check_removed(noisy, denoised, params: NoiseParams) -> tuple[RemovedCheck, n
     strength = np.where(exposed, strength, 1.0).astype(np.float32)
     s_exp = strength[exposed]
     check = RemovedCheck(
-        input_sigma=input_sigma, correlation_ratio=correlation_ratio, level_trend=level_trend, removed_variance=removed_variance,
-        lowfreq_ratio=lowfreq_ratio, lowered_fraction=float(np.mean(s_exp < 0.95)),
-        mean_strength=float(np.mean(s_exp)), problems=tuple(problems))
+        input_sigma=input_sigma, correlation_ratio=correlation_ratio, level_trend=level_trend,
+        removed_variance=removed_variance, lowfreq_ratio=lowfreq_ratio,
+        lowered_fraction=float(np.mean(s_exp < 0.95)), mean_strength=float(np.mean(s_exp)),
+        problems=tuple(problems))
     return check, strength
 
 
