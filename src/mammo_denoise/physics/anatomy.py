@@ -34,7 +34,7 @@ import numpy as np
 
 from ..errors import MammoDenoiseError
 
-__all__ = ["FilmImage", "read_film_folder", "film_breast_mask", "film_to_quanta", "woman_split",
+__all__ = ["FilmImage", "film_paths", "read_film_folder", "film_breast_mask", "film_to_quanta", "woman_split",
            "QUANTA_RANGE", "SPLITS"]
 
 QUANTA_RANGE = (500.0, 4000.0)  #: default full-dose quanta per pixel across the breast
@@ -86,34 +86,41 @@ def _annotations(folder: Path) -> dict[str, list]:
     return found
 
 
-def read_film_folder(folder, split: str | None = None, pixel_mm: float = 0.2) -> list[FilmImage]:
-    """The ``mdbNNN.png`` films of a mini-MIAS folder (with its ``annotations.txt``), sorted,
-    optionally only those of one :func:`woman_split` ("train", "val" or "test")."""
-    from skimage.io import imread
-
+def film_paths(folder, split: str | None = None) -> list[tuple[Path, int]]:
+    """``(path, woman)`` of the ``mdbNNN.png`` films of a folder, sorted, optionally only those
+    of one :func:`woman_split` ("train", "val" or "test"); no pixels are read."""
     folder = Path(folder)
     if not folder.is_dir():
         raise MammoDenoiseError("no such folder of film mammograms", path=folder)
     if split is not None and split not in SPLITS:
         raise MammoDenoiseError(f"split must be one of {', '.join(SPLITS)}, got {split!r}")
-    notes = _annotations(folder)
-    films = []
+    found = []
     for path in sorted(folder.glob("*.png")):
         m = _REF.fullmatch(path.stem)
         if m is None:
             continue
         woman = (int(m.group(1)) + 1) // 2
-        if split is not None and woman_split(woman) != split:
-            continue
+        if split is None or woman_split(woman) == split:
+            found.append((path, woman))
+    if not found:
+        raise MammoDenoiseError("no mdbNNN.png film scans" + (f" of the {split} women" if split
+                                                               else ""), path=folder)
+    return found
+
+
+def read_film_folder(folder, split: str | None = None, pixel_mm: float = 0.2) -> list[FilmImage]:
+    """The films of :func:`film_paths` with their ``annotations.txt`` findings."""
+    from skimage.io import imread
+
+    notes = _annotations(Path(folder))
+    films = []
+    for path, woman in film_paths(folder, split):
         film = imread(path)
         if film.ndim != 2:
             raise MammoDenoiseError(f"expected a grey-level film scan, got shape {film.shape}",
                                     path=path)
-        films.append(FilmImage(path.stem.lower(), woman, film.astype(np.float32), pixel_mm,
-                               notes.get(path.stem.lower(), [])))
-    if not films:
-        raise MammoDenoiseError("no mdbNNN.png film scans" + (f" of the {split} women" if split
-                                                               else ""), path=folder)
+        ref = path.stem.lower()
+        films.append(FilmImage(ref, woman, film.astype(np.float32), pixel_mm, notes.get(ref, [])))
     return films
 
 

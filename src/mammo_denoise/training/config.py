@@ -324,6 +324,8 @@ class TrainConfig:
                if self.anatomy else {}),
             **({"dose_distribution": self.dose_distribution}
                if self.dose_distribution != "uniform" else {}),
+            **({"detector": [self.detector.offset, self.detector.gain, self.detector.electronic_sigma]}
+               if self.detector else {}),
         }
 
 

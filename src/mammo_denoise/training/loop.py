@@ -550,7 +550,7 @@ def _anatomy_record(config) -> dict:
     """What the card says about film anatomy: which films, how mapped, how split, and the licence."""
     from mammo_denoise.physics import anatomy
 
-    films = {split: [f.ref for f in anatomy.read_film_folder(config.anatomy, split=split)]
+    films = {split: [p.stem.lower() for p, _ in anatomy.film_paths(config.anatomy, split=split)]
              for split in ("train", "val")}
     return {
         "source": "mini-MIAS (Suckling et al. 1994): screen-film MLO mammograms, 200 um, 8 bit",
