@@ -51,7 +51,7 @@ def _validate(image, fraction, method) -> tuple[np.ndarray, float]:
     return z, float(fraction)
 
 
-def _moments(z: np.ndarray, gamma: float, params, rng) -> np.ndarray:
+def _moments(z: np.ndarray, gamma: float, params, rng, noise_kernel=None) -> np.ndarray:
     """Moment-exact dose reduction (PHYSICS.md section 2)::
 
         z_gamma = tau + gamma*(z - tau)
@@ -62,14 +62,28 @@ def _moments(z: np.ndarray, gamma: float, params, rng) -> np.ndarray:
     ``Var = gamma^2 (g*s + sigma_e^2) + gamma(1-gamma) g s + (1-gamma^2) sigma_e^2
     = gamma*g*s + sigma_e^2`` with ``s = E[z] - tau`` (exact while ``z > tau``, i.e. away from
     a few counts, where ``max(., 0)`` clips). The added noise is white and Gaussian.
+
+    ``noise_kernel`` (2-D): the added noise is white noise convolved with it instead
+    (``physics.correlation.correlated_noise``), so that it has the detector's correlation
+    between neighbouring pixels, and its variance is ``sum(kernel**2)`` times the above: the
+    noise line of ``params`` times that factor is the pixel variance (a kernel of
+    ``NoiseCorrelation.kernel()``; PHYSICS.md section 7: recorruption stays unbiased only with
+    the detector's own covariance).
     """
     tau, g, s_e = float(params.offset), float(params.gain), float(params.electronic_sigma)
     signal = z - tau
     out = tau + gamma * signal
     quantum_sd = np.sqrt(gamma * (1.0 - gamma) * g * np.maximum(signal, 0.0))
-    out += quantum_sd * rng.standard_normal(z.shape)
+    if noise_kernel is None:
+        draw = rng.standard_normal
+    else:
+        from mammo_denoise.physics.correlation import correlated_noise
+
+        def draw(shape):
+            return correlated_noise(shape, noise_kernel, rng)
+    out += quantum_sd * draw(z.shape)
     if s_e > 0:
-        out += np.sqrt(1.0 - gamma * gamma) * s_e * rng.standard_normal(z.shape)
+        out += np.sqrt(1.0 - gamma * gamma) * s_e * draw(z.shape)
     return out
 
 
@@ -116,7 +130,8 @@ def _seed(z: np.ndarray, gamma: float, params, rng) -> np.ndarray:
 _METHODS = {"moments": _moments, "binomial": _binomial, "seed": _seed}
 
 
-def simulate_dose(image, fraction, params=None, method: str = "moments", rng=None) -> np.ndarray:
+def simulate_dose(image, fraction, params=None, method: str = "moments", rng=None,
+                  noise_kernel=None) -> np.ndarray:
     """Simulate the image at ``fraction`` of its dose (PHYSICS.md section 2).
 
     Parameters
@@ -133,6 +148,9 @@ def simulate_dose(image, fraction, params=None, method: str = "moments", rng=Non
         See the module docstring and ``_moments``, ``_binomial``, ``_seed``.
     rng : int, numpy.random.Generator or None
         Passed to ``numpy.random.default_rng``.
+    noise_kernel : 2-D array, optional
+        ``"moments"`` only: draw the added noise with this kernel's correlation (a detector
+        whose noise is correlated between neighbours; see ``_moments``).
 
     Returns
     -------
@@ -156,5 +174,13 @@ def simulate_dose(image, fraction, params=None, method: str = "moments", rng=Non
     if gamma == 1.0:
         return np.array(z, dtype=np.float32, copy=True)
     generator = np.random.default_rng(rng)
+    if noise_kernel is not None:
+        if method != "moments":
+            raise MammoDenoiseError("a noise kernel (correlated noise) needs method 'moments'")
+        if z.ndim != 2:
+            raise MammoDenoiseError("a noise kernel (correlated noise) needs a 2-D image")
+        out = _moments(z.astype(np.float64, copy=False), gamma, params, generator,
+                       np.asarray(noise_kernel, np.float64))
+        return out.astype(np.float32)
     out = _METHODS[method](z.astype(np.float64, copy=False), gamma, params, generator)
     return out.astype(np.float32)

@@ -5,7 +5,8 @@
 """
 
 from .config import TrainConfig, describe
-from .loop import compute_loss, train
-from .messages import EpochEnd, TrainDone, TrainStep
+from .loop import NotImproved, compute_loss, train
+from .messages import Baseline, EpochEnd, TrainDone, TrainStep
 
-__all__ = ["TrainConfig", "train", "describe", "TrainStep", "EpochEnd", "TrainDone", "compute_loss"]
+__all__ = ["TrainConfig", "train", "describe", "TrainStep", "EpochEnd", "TrainDone", "Baseline",
+           "NotImproved", "compute_loss"]

@@ -18,6 +18,14 @@ DEFAULT_LOSS = "mse+ssim"  # the first seed's
 DEFAULT_PHANTOMS = 16
 LR_SCHEDULES = ("constant", "cosine")
 DOSE_DISTRIBUTIONS = ("uniform", "log-uniform")
+#: What real (noisy) images are trained against (noise-free phantoms and film anatomy are always
+#: trained against their truth). "auto": "supervised" when every source is noise-free, else
+#: "noisier2noise". See TrainConfig.
+OBJECTIVES = ("auto", "supervised", "noisier2noise", "seed")
+NOISE_CORRELATIONS = ("measured", "white")
+#: Highest dose the noisier2noise objective trains at: its corrected target's noise variance is
+#: d / (1 - d) of the input's (1 at d = 0.5, 4 at 0.8), which slows learning without biasing it.
+N2N_MAX_DOSE = 0.5
 
 # The second seed (convolutional autoencoder, MIAS): Gaussian sigma on a 0-255 image and
 # salt-and-pepper "signal-to-noise ratios" 0.99..0.93, i.e. densities 1 - SNR.
@@ -89,6 +97,28 @@ class TrainConfig:
     trained). Clipping lets such steps through scaled down, as VDSR did for high learning
     rates (Kim, Lee & Lee, CVPR 2016); steps below the cap are left bit for bit as they are.
 
+    ``objective``: what the real images (``paths``, ``images``: each one noisy full-dose
+    acquisition, no clean truth) are trained against (PHYSICS.md section 7; noise-free phantoms
+    and film anatomy are always trained against their truth):
+
+    - "noisier2noise" (default for real images): input the dose-``d`` image simulated from the
+      full-dose one, target that full-dose image scaled to dose ``d`` and corrected per pixel,
+      ``t' = (t - rho y) / (1 - rho)`` with ``rho`` the share of the input's noise variance that
+      the target carries (``d`` without electronic noise). ``E[t' | y] = E[s | y]``, so the MSE
+      on ``t'`` trains toward the clean signal and, on held-out images, equals the true MSE
+      plus a constant that does not depend on the model (Moran et al., CVPR 2020). Needs the MSE
+      loss (forced when left out) and doses up to ``N2N_MAX_DOSE`` (a wider range is cut there,
+      with a note). The added noise has the detector's own neighbour correlation, measured from
+      the images (``noise_correlation`` "measured"; "white" assumes none).
+    - "seed": the first seed's protocol (target = the full-dose image scaled to dose d): the
+      network learns to keep a fraction d of the input's noise variance.
+    - "supervised": noise-free sources only (phantoms, film anatomy).
+    - "auto" (default): "supervised" when every source is noise-free, else "noisier2noise".
+
+    A fine-tune (``init``) is validated before its first epoch too, on the same patches: only
+    weights that beat the model it starts from are saved; if none do, ``train`` raises
+    ``NotImproved`` and writes nothing.
+
     ``out`` defaults to ``user_model_dir()/<name>.safetensors`` (the model's name is its file
     name, so ``name`` only matters without ``out``) and ``checkpoint`` to
     ``<out without suffix>.ckpt`` (safetensors format, no pickle).
@@ -136,6 +166,8 @@ class TrainConfig:
     clip_grad_norm: float | None = 10.0
     log_every: int = 10
     command: str | None = None
+    objective: str = "auto"
+    noise_correlation: str = "measured"
 
     def __post_init__(self):
         if self.architecture is not None and (not isinstance(self.architecture, str) or not self.architecture):
@@ -208,7 +240,9 @@ class TrainConfig:
             _err(f"time_budget_s must be None or positive, got {self.time_budget_s!r}")
         if self.lr_schedule not in LR_SCHEDULES:
             _err(f"lr_schedule must be one of {', '.join(LR_SCHEDULES)}, got {self.lr_schedule!r}")
+        loss_given = self.loss
         self._inherit_objective()
+        self._resolve_objective(loss_given)
         if self.loss not in LOSSES:
             _err(f"loss must be one of {', '.join(LOSSES)}, got {self.loss!r}")
         if not float(self.calc_weight) >= 0.0:
@@ -262,6 +296,46 @@ class TrainConfig:
             self.loss = training["loss"] if training.get("loss") in LOSSES else DEFAULT_LOSS
         if self.calc_weight is None:
             self.calc_weight = float(training.get("calc_weight") or 0.0)
+
+    def _resolve_objective(self, loss_given) -> None:
+        """``objective`` "auto" made concrete from the data; the loss and doses it needs."""
+        if self.objective not in OBJECTIVES:
+            _err(f"objective must be one of {', '.join(OBJECTIVES)}, got {self.objective!r}")
+        if self.noise_correlation not in NOISE_CORRELATIONS:
+            _err(f"noise_correlation must be one of {', '.join(NOISE_CORRELATIONS)}, "
+                 f"got {self.noise_correlation!r}")
+        real = bool(self.paths or self.images)
+        self.objective_auto = self.objective == "auto"
+        if self.noise_model != "poisson-gaussian":
+            if self.objective not in ("auto", "supervised"):
+                _err(f"objective {self.objective!r} needs the poisson-gaussian noise model (the "
+                     "second seed's Gaussian + salt-and-pepper pairs are supervised)")
+            self.objective = "supervised"
+            return
+        if self.objective == "auto":
+            self.objective = "noisier2noise" if real else "supervised"
+        if self.objective == "supervised" and real:
+            _err("objective 'supervised' needs the truth, and real images have none: use "
+                 "'noisier2noise' (the default for real images) or the first seed's 'seed'")
+        if self.objective in ("noisier2noise", "seed") and not real:
+            _err(f"objective {self.objective!r} learns from real noisy images: give paths or "
+                 "images (phantoms and film anatomy are trained against their truth)")
+        if self.objective != "noisier2noise":
+            return
+        if loss_given not in (None, "mse"):
+            _err(f"objective 'noisier2noise' is unbiased for the MSE loss only, got loss {loss_given!r}")
+        self.loss = "mse"
+        lo, hi = self.dose_range if self.dose_range is not None else (self.dose, self.dose)
+        if lo > N2N_MAX_DOSE:
+            _err(f"objective 'noisier2noise' trains at doses up to {N2N_MAX_DOSE:g} (its corrected "
+                 f"target's noise grows like d/(1-d)); got dose {lo:g}")
+        if hi > N2N_MAX_DOSE:
+            import warnings
+
+            warnings.warn(f"noisier2noise trains at doses up to {N2N_MAX_DOSE:g} (its corrected "
+                          f"target's noise grows like d/(1-d)): dose range {lo:g}-{hi:g} cut to "
+                          f"{lo:g}-{N2N_MAX_DOSE:g}", UserWarning, stacklevel=3)
+            self.dose_range = (lo, N2N_MAX_DOSE)
 
     # -- derived values -------------------------------------------------------------------
     @property
@@ -326,6 +400,9 @@ class TrainConfig:
                if self.dose_distribution != "uniform" else {}),
             **({"detector": [self.detector.offset, self.detector.gain, self.detector.electronic_sigma]}
                if self.detector else {}),
+            **({"objective": self.objective} if self.objective != "supervised" else {}),
+            **({"noise_correlation": self.noise_correlation}
+               if self.objective == "noisier2noise" else {}),
         }
 
 
@@ -349,6 +426,10 @@ def learning_rate(config: TrainConfig, epoch: int, iteration: int, budget_spent:
     return floor + 0.5 * (config.lr - floor) * (1.0 + math.cos(math.pi * min(progress, 1.0)))
 
 
+_OBJECTIVE_WORDS = {"noisier2noise": "noisier2noise-corrected targets (no clean image)",
+                    "seed": "the seed's full-dose targets"}
+
+
 def describe(config: TrainConfig) -> str:
     """One-line summary of a run, for logs and the widget's status line."""
     data = []
@@ -370,6 +451,7 @@ def describe(config: TrainConfig) -> str:
         f"{start} on {' + '.join(data)}; {dose}; "
         f"patch {config.patch} x batch {config.batch_size}; "
         f"{config.epochs} epochs x {config.iters_per_epoch} it; lr {config.lr:g}; {config.loss}"
+        f"{'' if config.objective == 'supervised' else f' on {_OBJECTIVE_WORDS[config.objective]}'}"
         f"{f' (calcifications x{1 + config.calc_weight:g})' if config.calc_weight else ''}; "
         f"seed {config.seed}{'; resume' if config.resume else ''} -> {config.resolved_name()}"
     )

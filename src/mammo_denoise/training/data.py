@@ -11,7 +11,12 @@ Domains (docs/ARCHITECTURE.md):
   Phantoms have a noise-free ``clean`` (their truth), so ``z_d`` is drawn exactly:
   ``offset + gain * Poisson(d * counts) + Normal(0, sigma_e^2)``. For real images ``clean`` is
   the full-dose image itself (the first seed's protocol) and ``z_d = simulate_dose(z, d,
-  "moments")``.
+  "moments")``. With the "noisier2noise" objective (TrainConfig) the added noise has the
+  detector's measured neighbour correlation (``Source.noise``) and the target is corrected,
+  ``t' = (t - rho y) / (1 - rho)``, ``rho = d^2 v(z) / v_d(z)`` per pixel (the share of the
+  input's noise variance the scaled full-dose target carries; ``v``, ``v_d`` the noise line at
+  full dose and at dose ``d``); the batch's ``tvar`` is the mean of ``R0 rho / (1 - rho)``, the
+  variance of ``t' - s``, independent of ``y``: the corrected MSE minus it is the true MSE.
 - ``gaussian-saltpepper`` (the second seed, the Denoiser's ``"intensity"`` domain): ``clean``
   is the image scaled to [0, 1] by its global min/max, input ``clip(clean + sigma * n, 0, 1)``
   with salt-and-pepper pixels (0 or 1), target ``clean``; ``sigma`` and the density are drawn
@@ -70,6 +75,8 @@ class Source:
     low: float = 0.0  # min and max inside the breast mask
     high: float = 0.0
     split: str | None = None  # "train"/"val" when fixed by the data (film anatomy: by woman)
+    noise: object = None  # physics.correlation.NoiseCorrelation of a real image (noisier2noise)
+    measured: object = None  # the measurement behind it (None: not measured)
 
     def __post_init__(self):
         self.clean = np.ascontiguousarray(self.clean, dtype=np.float32)
@@ -265,7 +272,64 @@ def build_sources(config, cancel=None) -> list[Source]:
                 clean, params, mask = anatomy_source(film, config.seed)
                 add(clean, params, mask, "anatomy", film.ref)
                 sources[-1].split = split
+    if getattr(config, "objective", None) == "noisier2noise":
+        assign_noise_correlation(sources, config.noise_correlation)
     return sources
+
+
+#: Below this neighbour correlation the measurement cannot tell a detector's correlation from
+#: anatomy's fine texture (0.00-0.08 measured on white noise over phantoms and mini-MIAS).
+CORRELATION_MIN = 0.1
+#: Fewer exposed pixels than this (a 256 x 256 image's) over all the images measure a phantom's
+#: texture as much as its noise (neighbour correlation 0.3-0.4 on white noise over 128 x 128
+#: phantoms): the noise is then taken as white.
+CORRELATION_MIN_PIXELS = 65536
+
+
+def assign_noise_correlation(sources, mode: str = "measured"):
+    """Give each real source the noise the noisier2noise objective adds: white with the noise
+    line's variance, or, when the images' pooled neighbour correlation exceeds
+    ``CORRELATION_MIN`` (one detector), that correlation with each image's measured variance
+    in GAT units. Returns ``(pooled, per-image)`` measurements (None with ``mode`` "white")."""
+    from mammo_denoise.physics.correlation import NoiseCorrelation, measure_noise_correlation, pooled
+
+    real = [s for s in sources if s.kind == "real"]
+    if mode == "white" or not real:
+        for s in real:
+            s.noise = NoiseCorrelation()
+        return None, []
+    each = [measure_noise_correlation(s.clean, s.params) for s in real]
+    both = pooled(each)
+    correlated = (max(abs(both.rho_x), abs(both.rho_y)) >= CORRELATION_MIN
+                  and both.pixels >= CORRELATION_MIN_PIXELS)
+    for s, m in zip(real, each):
+        s.measured = m
+        s.noise = (NoiseCorrelation(_noise_variance(s, both), both.rho_x, both.rho_y, m.pixels)
+                   if correlated else NoiseCorrelation())
+    return both, each
+
+
+def _noise_variance(src: Source, corr) -> float:
+    """The pixel noise variance of a correlated detector's image over its noise line, in GAT
+    units: the robust noise fit (``physics.noise``, flat blocks) reads the variance from a
+    separable second difference, which correlated noise passes ``second_difference_factor``
+    times; its line over the source's own line (1 when the parameters were fitted) at the breast
+    median, divided by that factor. Less swayed by texture than a variance measured over blocks."""
+    from mammo_denoise.physics.correlation import second_difference_factor
+    from mammo_denoise.physics.noise import fit_noise_model
+
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            fit = fit_noise_model(src.clean, warn=False).params
+    except MammoDenoiseError:  # too few flat blocks: the variance measured over blocks
+        return float(src.measured.variance) if src.measured is not None else 1.0
+    m = float(np.median(src.clean[src.mask])) if src.mask.any() else src.median
+
+    def line(p):
+        return max(p.gain * max(m - p.offset, 0.0) + p.electronic_sigma ** 2, 1e-12)
+
+    return line(fit) / line(src.params) / second_difference_factor(corr.rho_x, corr.rho_y)
 
 
 def anatomy_source(film, seed: int):
@@ -353,6 +417,7 @@ class PatchSampler:
         self.gs_sigmas = np.asarray(config.gs_sigmas, np.float64) / 255.0
         self.gs_densities = np.asarray(config.gs_densities, np.float64)
         self.dose_distribution = config.dose_distribution
+        self.objective = getattr(config, "objective", "supervised")
         w = np.array([s.weight for s in sources])
         is_anatomy = np.array([s.kind == "anatomy" for s in sources])
         if is_anatomy.any() and not is_anatomy.all():
@@ -394,8 +459,7 @@ class PatchSampler:
         return i, j
 
     # -- noise ----------------------------------------------------------------------------------
-    @staticmethod
-    def _detector(clean, src: Source, d: float, rng) -> np.ndarray:
+    def _detector(self, clean, src: Source, d: float, rng, k_rot: int = 0) -> np.ndarray:
         prm = src.params
         if src.kind in NOISE_FREE:
             lam = np.maximum(clean.astype(np.float64) - prm.offset, 0.0) * (d / prm.gain)
@@ -405,7 +469,23 @@ class PatchSampler:
             return z
         from mammo_denoise.physics.dose import simulate_dose
 
-        return np.asarray(simulate_dose(clean, d, prm, method="moments", rng=rng), np.float64)
+        kernel = None
+        noise = src.noise
+        if self.objective == "noisier2noise" and noise is not None and not (
+                noise.white and noise.variance == 1.0):
+            kernel = noise.kernel()
+            if k_rot % 2:  # the patch was turned a quarter: its rows were the image's columns
+                kernel = kernel.T
+        return np.asarray(simulate_dose(clean, d, prm, method="moments", rng=rng,
+                                        noise_kernel=kernel), np.float64)
+
+    @staticmethod
+    def target_share(full, params: NoiseParams, d: float) -> np.ndarray:
+        """``rho``: the share of a dose-``d`` input's noise variance that the full-dose image
+        ``full`` scaled to dose ``d`` carries, per pixel (``d`` without electronic noise)."""
+        q = params.gain * np.maximum(np.asarray(full, np.float64) - params.offset, 0.0)
+        e2 = float(params.electronic_sigma) ** 2
+        return d * d * (q + e2) / np.maximum(d * q + e2, 1e-12)
 
     def _saltpepper(self, clean, rng) -> np.ndarray:
         sigma = float(rng.choice(self.gs_sigmas))
@@ -438,6 +518,8 @@ class PatchSampler:
         shift = np.empty(n, np.float32)
         rng_ = np.empty(n, np.float32)
         ws = np.ones((n, 1, p, p), np.float32) if self.calc_weight else None
+        n2n = self.objective == "noisier2noise"
+        tvar = np.zeros(n, np.float32) if n2n else None
         extra = {"noisy_dn": np.empty((n, p, p), np.float32), "target_dn": np.empty((n, p, p), np.float32),
                  "range_dn": np.empty(n, np.float32), "dose": np.empty(n, np.float32),
                  "source": np.empty(n, np.int64)} if with_dn else None
@@ -460,12 +542,17 @@ class PatchSampler:
                 target_dn, range_dn = clean, 1.0
             else:
                 prm = src.params
-                z = self._detector(clean, src, d, rng)
+                z = self._detector(clean, src, d, rng, k_rot)
                 mean = prm.offset + d * (clean.astype(np.float64) - prm.offset)
                 ys[k, 0] = anscombe(z, prm)
                 # 4 Newton steps already reach machine precision from the asymptotic start
                 # (checked against 30 over 0..1e6 counts); the default 8 doubles batch time.
                 ts[k, 0] = expected_anscombe(mean, prm, iterations=4)
+                if n2n and src.kind == "real":
+                    rho = self.target_share(clean, prm, d)
+                    ts[k, 0] = (ts[k, 0] - rho * ys[k, 0]) / (1.0 - rho)
+                    r0 = 1.0 if src.noise is None else float(src.noise.variance)
+                    tvar[k] = r0 * float(np.mean(rho / (1.0 - rho)))
                 level = np.array([src.median, src.low, src.high], np.float64)
                 e = expected_anscombe(prm.offset + d * (level - prm.offset), prm)
                 shift[k] = e[0]
@@ -480,6 +567,8 @@ class PatchSampler:
         out = {"y": ys, "t": ts, "shift": shift, "data_range": rng_}
         if ws is not None:
             out["w"] = ws
+        if tvar is not None:
+            out["tvar"] = tvar
         if with_dn:
             out.update(extra)
         return out

@@ -36,9 +36,14 @@ from mammo_denoise.inference import ieee_float32, use_channels_last
 from .checkpoint import load_checkpoint, save_checkpoint
 from .config import TrainConfig, learning_rate
 from .data import ANATOMY_DETECTOR, GS, PatchSampler, batch_rng, build_sources, split_sources, validation_set
-from .messages import EpochEnd, TrainDone, TrainStep
+from .messages import Baseline, EpochEnd, TrainDone, TrainStep
 
 SSIM_WEIGHT = 10.0  # first seed: L = MSE + 10 * (1 - SSIM)
+
+
+class NotImproved(MammoDenoiseError):
+    """A fine-tune whose every epoch scored no better on the validation patches than the model
+    it started from: nothing was written."""
 
 
 # ----------------------------------------------------------------------------- distributed
@@ -269,7 +274,11 @@ def _run(config: TrainConfig, progress, cancel, dctx: _Dist) -> Path:
     # Each rank scores its share of the fixed validation patches; sums are all-reduced.
     val_idx = np.arange(dctx.rank, len(val["y"]), dctx.world_size)
     val_params = [s.params for s in val_src]
-    noisy_psnr = _psnr_dn(val["noisy_dn"], val, val_params, config.noise_model, is_dn=True)
+    no_truth = "tvar" in val  # noisier2noise: PSNR estimated in the GAT domain
+    if no_truth:
+        noisy_psnr = _gat_psnr(float(np.mean((val["y"] - val["t"]) ** 2) - np.mean(val["tvar"])), val)
+    else:
+        noisy_psnr = _psnr_dn(val["noisy_dn"], val, val_params, config.noise_model, is_dn=True)
 
     # -- model, optimizer, resume -----------------------------------------------------------------
     den = _make_model(config).to(device)
@@ -340,6 +349,13 @@ def _run(config: TrainConfig, progress, cancel, dctx: _Dist) -> Path:
     def patience_spent() -> bool:
         return config.patience is not None and state["bad_epochs"] >= config.patience
 
+    if config.init is not None and state["epoch"] == 0:
+        # The model it starts from, on the same validation patches and noise: the bar to beat.
+        start_loss, start_psnr, start_info = _validate(den, val, val_idx, val_params, config, device,
+                                                       autocast, dctx, details=True)
+        state.update(best_val_loss=start_loss, best_val_psnr=start_psnr, best_epoch=0,
+                     start={"val_loss": start_loss, "val_psnr": start_psnr, **start_info})
+        emit(Baseline(start_loss, start_psnr, noisy_psnr))
     stopped_early = patience_spent() and state["epoch"] < config.epochs
     for epoch in range(state["epoch"] + 1, config.epochs + 1):
         if stopped_early:
@@ -431,11 +447,21 @@ def _run(config: TrainConfig, progress, cancel, dctx: _Dist) -> Path:
         stopped_early = (patience_spent() or out_of_time()) and epoch < config.epochs
 
     # -- final weights (rank 0) ------------------------------------------------------------------
+    if config.init is not None and state["best_epoch"] == 0:
+        after = min((h["val_loss"] for h in state["history"]), default=float("nan"))
+        raise NotImproved(
+            f"fine-tuning did not improve on {config.init}: validation loss "
+            f"{state['start']['val_loss']:.4f} before, best {after:.4f} after "
+            f"{len(state['history'])} epoch{'s' if len(state['history']) != 1 else ''} "
+            f"({_validation_words(config, held_out)}); nothing saved, existing models unchanged")
     if best_weights is not None:
         den.load_state_dict(best_weights)
+    if config.init is not None or "tvar" in val:
+        _, _, state["final"] = _validate(den, val, val_idx, val_params, config, device, autocast,
+                                         dctx, details=True)
     if is_main:
         _write_model(den, config, out, state, noisy_psnr, held_out, dctx, device,
-                     stopped_early, use_amp)
+                     stopped_early, use_amp, sources)
     if dctx.enabled:
         # Nobody returns (or tears the group down) before rank 0 has written the weights. Only
         # on success: after a failure the peers are not at a barrier, and waiting would hang.
@@ -488,14 +514,33 @@ class _BatchStream(torch.utils.data.IterableDataset):
             yield self.sampler.batch(batch_rng(self.seed, self.rank, self.epoch, i), self.batch_size)
 
 
+def _validation_words(config, held_out: bool) -> str:
+    where = "held-out images" if held_out else "the training images with fixed noise"
+    if config.objective == "noisier2noise":
+        return f"noisier2noise-corrected MSE on {where}, the same noise draws"
+    return f"{config.loss} on {where}, the same noise draws"
+
+
+def _gat_psnr(mse: float, val) -> float:
+    """PSNR in the GAT domain from an (estimated) MSE: each patch's clean range at its dose."""
+    r2 = float(np.mean(np.asarray(val["data_range"], np.float64) ** 2))
+    return 10.0 * math.log10(r2 / max(mse, 1e-6))
+
+
 @torch.no_grad()
-def _validate(den, val, idx, params, config, device, autocast, dctx):
+def _validate(den, val, idx, params, config, device, autocast, dctx, details: bool = False):
+    """Mean loss and PSNR over the validation patches; with ``details`` also a dict of the
+    noise-only checks (no truth needed): the residual ``y - prediction`` in GAT units, its
+    variance and neighbour correlation, and with the noisier2noise objective the estimated
+    true MSE (corrected MSE minus the target's own noise variance)."""
     import torch.distributed as dist
 
     den.eval()
     loss_sum = 0.0
     psnr_sum = 0.0
+    sums = np.zeros(5)  # squared error to t, tvar, residual var, residual neighbour products x, y
     bs = max(config.batch_size, 1)
+    no_truth = "tvar" in val
     for start in range(0, len(idx), bs):
         sel = idx[start:start + bs]
         y = _to_device(val["y"][sel], device)
@@ -507,14 +552,34 @@ def _validate(den, val, idx, params, config, device, autocast, dctx):
         loss_sum += float(compute_loss(pred, t, _to_device(val["data_range"][sel], device),
                                        config.loss, w)) * len(sel)
         pred_np = pred.float().cpu().numpy()[:, 0]
-        sub = {k: val[k][sel] for k in ("target_dn", "range_dn", "source")}
-        psnr_sum += _psnr_dn(pred_np, sub, params, config.noise_model, is_dn=False) * len(sel)
+        if no_truth or details:
+            err = (pred_np - val["t"][sel][:, 0]).astype(np.float64)
+            res = (val["y"][sel][:, 0] - pred_np).astype(np.float64)
+            res -= res.mean(axis=(1, 2), keepdims=True)
+            sums += [float(np.mean(err ** 2, axis=(1, 2)).sum()),
+                     float(np.sum(val["tvar"][sel])) if no_truth else 0.0,
+                     float(np.mean(res ** 2, axis=(1, 2)).sum()),
+                     float(np.mean(res[:, :, 1:] * res[:, :, :-1], axis=(1, 2)).sum()),
+                     float(np.mean(res[:, 1:] * res[:, :-1], axis=(1, 2)).sum())]
+        if not no_truth:
+            sub = {k: val[k][sel] for k in ("target_dn", "range_dn", "source")}
+            psnr_sum += _psnr_dn(pred_np, sub, params, config.noise_model, is_dn=False) * len(sel)
     den.train()
-    totals = torch.tensor([loss_sum, psnr_sum, float(len(idx))], dtype=torch.float64, device=device)
+    totals = torch.tensor([loss_sum, psnr_sum, float(len(idx)), *sums], dtype=torch.float64,
+                          device=device)
     if dctx.enabled:
         dist.all_reduce(totals)
-    n = max(float(totals[2]), 1.0)
-    return float(totals[0]) / n, float(totals[1]) / n
+    tot = totals.cpu().numpy()
+    n = max(float(tot[2]), 1.0)
+    mse, tv, rv, rx, ry = (float(v) / n for v in tot[3:])
+    psnr = _gat_psnr(mse - tv, val) if no_truth else float(tot[1]) / n
+    if not details:
+        return float(tot[0]) / n, psnr
+    info = {"residual_variance_gat": rv,
+            "residual_neighbour_correlation": 0.5 * (rx + ry) / max(rv, 1e-12)}
+    if no_truth:
+        info.update(corrected_mse=mse, target_noise_variance=tv, estimated_mse_gat=mse - tv)
+    return float(tot[0]) / n, psnr, info
 
 
 def _psnr_dn(values, val, params, noise_model, is_dn: bool) -> float:
@@ -569,8 +634,63 @@ def _anatomy_record(config) -> dict:
     }
 
 
+_OBJECTIVE_CARD = {
+    "supervised": "supervised: noise-free images (phantoms, film anatomy) against their truth",
+    "noisier2noise": "noisier2noise: real images without clean truth; input the simulated lower "
+                     "dose, target the full-dose image at that dose corrected per pixel, "
+                     "t' = (t - rho y)/(1 - rho), E[t'|y] = E[clean|y] (Moran et al. 2020; "
+                     "PHYSICS.md section 7); added noise with the measured detector correlation",
+    "seed": "seed: the first seed's protocol (Eckert et al. 2019), target = the full-dose image "
+            "at the simulated dose; the network keeps a fraction d of the input's noise variance",
+}
+
+
+def _real_record(sources) -> dict | None:
+    """The card's account of the real (noisy, truth-less) images: how many, their sizes, and the
+    detector measured from them (noise parameters, noise variance and correlation in GAT units)."""
+    real = [s for s in sources if s.kind == "real"]
+    if not real:
+        return None
+    rec = {
+        "count": len(real),
+        "sizes": [list(s.clean.shape) for s in real],
+        "noise_params": [{"offset": round(float(s.params.offset), 3), "gain": round(float(s.params.gain), 5),
+                          "electronic_sigma": round(float(s.params.electronic_sigma), 3)} for s in real],
+    }
+    measured = [s.measured for s in real if s.measured is not None]
+    if measured:
+        from mammo_denoise.physics.correlation import pooled
+
+        rec["noise_measured"] = pooled(measured).as_dict()
+        rec["noise_measured_per_image"] = [{k: v for k, v in m.as_dict().items() if k != "model"}
+                                           for m in measured]
+        used = real[0].noise
+        rec["noise_used"] = ("white (neighbour correlation below 0.1, or fewer than 65536 pixels to "
+                             "measure it on)" if used is None or used.white
+                             else {"neighbour_correlation_x": round(used.rho_x, 4),
+                                   "neighbour_correlation_y": round(used.rho_y, 4),
+                                   "variance_gat": [round(s.noise.variance, 4) for s in real]})
+    return rec
+
+
+def _validation_record(config, state, held_out) -> dict | None:
+    """Start model against the fine-tuned one on the same validation patches (noise-only checks)."""
+    if "final" not in state:
+        return None
+    rec = {"measured_on": _validation_words(config, held_out),
+           "fine_tuned": {"val_loss": state["best_val_loss"], "val_psnr": state["best_val_psnr"],
+                          **state["final"]}}
+    if "start" in state:
+        rec["start"] = state["start"]
+        rec["improved"] = bool(state["best_val_loss"] < state["start"]["val_loss"])
+    if config.objective == "noisier2noise":
+        rec["val_psnr"] = ("estimated without truth in the GAT domain: 10 log10(range^2 / "
+                           "(corrected MSE - target noise variance))")
+    return rec
+
+
 def _write_model(den, config, out, state, noisy_psnr, held_out, dctx, device,
-                 stopped_early, use_amp):
+                 stopped_early, use_amp, sources=()):
     from mammo_denoise.models import save_model
 
     lo, hi = config.doses
@@ -591,7 +711,14 @@ def _write_model(den, config, out, state, noisy_psnr, held_out, dctx, device,
            if config.dose_distribution != "uniform" else {}),
         **({"anatomy": _anatomy_record(config)} if config.anatomy else {}),
     }
+    real = _real_record(sources)
+    if real:
+        data["real"] = real
     training = {
+        "objective": config.objective,
+        "objective_chosen": "automatically from the data" if getattr(config, "objective_auto", False)
+        else "given",
+        "objective_description": _OBJECTIVE_CARD[config.objective],
         "data": data,
         "command": config.command if config.command else " ".join(sys.argv),
         "init": None if config.init is None else str(config.init),
@@ -622,6 +749,9 @@ def _write_model(den, config, out, state, noisy_psnr, held_out, dctx, device,
         "best_epoch": state["best_epoch"],
         "stopped_early": bool(stopped_early),
     }
+    validation = _validation_record(config, state, held_out)
+    if validation:
+        metrics["validation"] = validation
     card_den = den.to("cpu")
     save_model(
         card_den, out,

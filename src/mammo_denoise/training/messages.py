@@ -22,7 +22,9 @@ class EpochEnd:
     epochs: int
     train_loss: float
     val_loss: float
-    val_psnr: float  # dB, in DN against the noise-free image at the patch's dose
+    # dB, in DN against the noise-free image at the patch's dose; with the noisier2noise
+    # objective (no truth) estimated in the GAT domain: 10 log10(range^2 / (corrected MSE - tvar))
+    val_psnr: float
     seconds: float
     val_psnr_noisy: float = float("nan")  # the same PSNR for the noisy input: the baseline
     best: bool = False  # this epoch's weights are the best so far
@@ -32,3 +34,13 @@ class EpochEnd:
 class TrainDone:
     path: Path
     best_val_psnr: float
+
+
+@dataclass(frozen=True)
+class Baseline:
+    """A fine-tune's starting model scored on the validation patches before the first epoch:
+    only epochs that beat it are saved."""
+
+    val_loss: float
+    val_psnr: float
+    val_psnr_noisy: float = float("nan")
