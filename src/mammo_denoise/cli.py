@@ -22,6 +22,7 @@ from mammo_denoise.safeguard import NoiseModelMismatch
 from mammo_denoise.errors import MammoDenoiseError
 
 EXIT_USER_ERROR = 2
+EXIT_NOT_IMPROVED = 3  # train: the fine-tune did not beat its --init model; nothing written
 
 
 # --------------------------------------------------------------------------- parsing helpers
@@ -455,7 +456,8 @@ def cmd_train(args) -> int:
         num_workers=args.workers, amp=args.amp, clip_grad_norm=args.clip_grad_norm or None, out=args.out,
         name=args.name, resume=args.resume, command="mammo-denoise " + shlex.join(args.argv),
         anatomy=args.anatomy, anatomy_fraction=args.anatomy_fraction,
-        dose_distribution=args.dose_distribution, detector=_known_params(args), **dose_kw)
+        dose_distribution=args.dose_distribution, detector=_known_params(args),
+        objective=args.objective, **dose_kw)
     if _torchrun_rank() == 0:  # as with the epoch lines, rank 0 alone speaks
         print(describe(config))
         # The demo's and README's definition, but over the whole breast: the thin, bright rim at
@@ -473,8 +475,17 @@ def cmd_train(args) -> int:
                   f"{msg.val_loss:.4f}  val PSNR {msg.val_psnr:.2f} dB  ({msg.seconds:.0f} s)", flush=True)
         elif kind == "TrainDone":
             print(f"wrote {msg.path} (best val PSNR {msg.best_val_psnr:.2f} dB)", flush=True)
+        elif kind == "Baseline":
+            print(f"start ({config.init}): val loss {msg.val_loss:.4f}  val PSNR {msg.val_psnr:.2f} dB "
+                  "(only a better epoch is saved)", flush=True)
 
-    train(config, progress=report)
+    from mammo_denoise.training import NotImproved
+
+    try:
+        train(config, progress=report)
+    except NotImproved as exc:  # an outcome, said plainly: not a failure of the command
+        print(f"mammo-denoise train: {exc}", flush=True)
+        return EXIT_NOT_IMPROVED
     return 0
 
 
@@ -652,6 +663,12 @@ def build_parser() -> argparse.ArgumentParser:
                    help="processes that make the phantoms and the noisy patches (a GPU trains "
                         "faster than one CPU core makes patches; the results do not depend on N; "
                         "default 0: the training process itself)")
+    p.add_argument("--objective", choices=["auto", "supervised", "noisier2noise", "seed"], default="auto",
+                   help="what DATA images (noisy, no clean truth) are trained against: auto (default) = "
+                        "noisier2noise when DATA is given (unbiased without clean images; doses up to "
+                        "0.5), supervised for phantoms/--anatomy alone; seed = the first seed's "
+                        "full-dose targets (keeps part of the noise). A fine-tune that does not beat "
+                        f"its --init model on validation saves nothing (exit status {EXIT_NOT_IMPROVED})")
     p.add_argument("--resume", action="store_true", help="continue from the checkpoint next to --out")
     _noise_options(p)
     p.set_defaults(func=cmd_train)
