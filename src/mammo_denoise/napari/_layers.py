@@ -24,12 +24,18 @@ DERIVATION_KEY = "derivation"
 RAW_GAMMA = 0.5
 
 
-def robust_limits(data, low: float = 0.5, high: float = 99.5) -> tuple[float, float]:
-    """Percentile display range (subsampled so it stays fast on full-field images)."""
+def _finite_sample(data) -> np.ndarray:
+    """The finite values of every k-th pixel, about 250 000 of them: display ranges stay fast
+    on full-field images."""
     arr = np.asarray(data)
     step = max(1, int(np.sqrt(arr.size / 250_000)))
     sample = arr[..., ::step, ::step]
-    finite = sample[np.isfinite(sample)]
+    return sample[np.isfinite(sample)]
+
+
+def robust_limits(data, low: float = 0.5, high: float = 99.5) -> tuple[float, float]:
+    """Percentile display range."""
+    finite = _finite_sample(data)
     if finite.size == 0:
         return (0.0, 1.0)
     lo, hi = np.percentile(finite, [low, high])
@@ -46,10 +52,7 @@ def tissue_limits(data, low: float = 0.5, high: float = 99.5) -> tuple[float, fl
     in, they take the whole grey scale and the breast shows as a flat patch, so the window is
     taken from the values between them. Falls back to ``robust_limits`` when little is left.
     """
-    arr = np.asarray(data)
-    step = max(1, int(np.sqrt(arr.size / 250_000)))
-    sample = arr[..., ::step, ::step]
-    sample = sample[np.isfinite(sample)]
+    sample = _finite_sample(data)
     if sample.size == 0:
         return (0.0, 1.0)
     bottom, top = np.percentile(sample, [0.1, 99.9])
@@ -72,9 +75,7 @@ def log_gamma(data, limits, offset: float = 0.0) -> float:
     low, high = lo - offset, hi - offset
     if not (low > 0 and high > low):
         return RAW_GAMMA
-    arr = np.asarray(data)
-    step = max(1, int(np.sqrt(arr.size / 250_000)))
-    sample = arr[..., ::step, ::step].astype(np.float64).ravel()
+    sample = _finite_sample(data).astype(np.float64)
     sample = sample[(sample > lo) & (sample < hi)]
     if sample.size < 100:
         return RAW_GAMMA

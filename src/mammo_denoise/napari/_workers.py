@@ -4,6 +4,9 @@ napari's ``thread_worker`` generators can only yield from their own frame, while
 (``denoise``, ``train``) reports through callbacks. ``iterate_progress`` runs the call on a helper
 thread and yields each message it reports; the call's return value is the generator's return
 value (``worker.returned``), its exception is re-raised (``worker.errored``).
+
+This is the worker-thread side; ``_widgets._common.BackgroundTask`` is the main-thread side
+(starting the worker, buttons, notifications) that every widget uses.
 """
 
 from __future__ import annotations

@@ -2,18 +2,13 @@
 
 from __future__ import annotations
 
-import threading
-
 import napari
 import numpy as np
-from napari.qt.threading import thread_worker
 from qtpy.QtWidgets import (
     QComboBox,
     QFormLayout,
     QHBoxLayout,
     QLabel,
-    QProgressBar,
-    QPushButton,
     QSpinBox,
     QToolButton,
     QVBoxLayout,
@@ -26,7 +21,7 @@ from .._persist import remember
 from .._state import MODELS, DenoiseSettings, default_model_name
 from .._workers import Note, Progress, iterate_progress
 from ._bind import bind
-from ._common import LayerCombo, report_error, report_info, report_note
+from ._common import BackgroundTask, LayerCombo, report_error, run_controls
 
 DEVICES = ("auto", "cpu", "cuda")
 
@@ -43,7 +38,8 @@ def model_summary(info) -> str:
 class DenoiseWidget(QWidget):
     """Public attributes: ``settings`` (DenoiseSettings: model, device, tile, overlap,
     batch_size, strength), ``layer_combo`` (``.layer``), ``model_combo``, ``progress_bar``,
-    ``worker`` (the running worker or None), ``last_layer`` (the layer the last run added);
+    ``task`` (its BackgroundTask), ``worker`` (the running worker or None), ``last_layer`` (the
+    layer the last run added);
     handlers: ``refresh_models()``, ``run()`` -> worker, ``cancel()``.
 
     Strength (percent) applies to the last result as it changes, from the network's full-strength
@@ -55,10 +51,8 @@ class DenoiseWidget(QWidget):
         self.viewer = napari_viewer
         self.settings = DenoiseSettings()
         remember(self.settings, "denoise", skip=("strength",))
-        self.worker = None
         self.last_layer = None
         self._last_run = None  # (source layer, result layer, noisy input, full-strength output, derivation)
-        self._cancel = threading.Event()
         self._completed = False  # the last run added its layer: the bar stays full
 
         self.layer_combo = LayerCombo(napari_viewer)
@@ -104,19 +98,9 @@ class DenoiseWidget(QWidget):
         adv_form.addRow("batch size", self.batch_spin)
         self.advanced.addWidget(adv)
 
-        self.run_button = QPushButton("Run")
-        self.run_button.clicked.connect(self.run)
-        self.cancel_button = QPushButton("Cancel")
-        self.cancel_button.setEnabled(False)
-        self.cancel_button.clicked.connect(self.cancel)
-        buttons = QHBoxLayout()
-        buttons.addWidget(self.run_button)
-        buttons.addWidget(self.cancel_button)
-        self.progress_bar = QProgressBar()
-        self.progress_bar.setRange(0, 1)
-        self.progress_bar.setValue(0)
-        self.status = QLabel("")
-        self.status.setWordWrap(True)
+        self.run_button, self.cancel_button, buttons, self.progress_bar, self.status = run_controls(
+            "Run", self.run)
+        self.task = BackgroundTask([self.run_button], self.cancel_button, self.status)
 
         form = QFormLayout()
         form.addRow("image", self.layer_combo)
@@ -142,6 +126,10 @@ class DenoiseWidget(QWidget):
         MODELS.changed.connect(self._on_models_changed)
         self.refresh_models(rescan=False)
         bind(self.model_combo, self.settings, "model")
+
+    @property
+    def worker(self):
+        return self.task.worker
 
     # -- models --------------------------------------------------------------------------------
     def refresh_models(self, rescan: bool = True) -> list[str]:
@@ -177,7 +165,7 @@ class DenoiseWidget(QWidget):
     # -- run -----------------------------------------------------------------------------------
     def run(self):
         """Start denoising the chosen layer; returns the worker (or None on bad input)."""
-        if self.worker is not None:
+        if self.task.busy:
             report_error("a denoising run is already in progress", "Denoise")
             return None
         layer = self.layer_combo.layer
@@ -212,13 +200,10 @@ class DenoiseWidget(QWidget):
             overlap=None if s.overlap < 0 else int(s.overlap),
             batch_size=None if s.batch_size < 1 else int(s.batch_size),
         )
-        self._cancel.clear()
         self._completed = False
-        cancel = self._cancel.is_set
-
+        cancel = self.task.cancelled
         source = layer.name
 
-        @thread_worker(start_thread=False, ignore_errors=True)
         def work():
             from mammo_denoise import inference
             from mammo_denoise.notes import collected_notes
@@ -249,28 +234,23 @@ class DenoiseWidget(QWidget):
                 yield Note(source, text)
             return np.asarray(out, dtype=np.float32), data, p
 
-        worker = work()
-        worker.yielded.connect(self._on_progress)
-        worker.returned.connect(lambda result: self._on_returned(layer, model, result))
-        worker.errored.connect(self._on_errored)
-        worker.finished.connect(self._on_finished)
-        self.worker = worker
-        self.run_button.setEnabled(False)
-        self.cancel_button.setEnabled(True)
-        self.progress_bar.setRange(0, 0)
-        self.status.setText(f"denoising '{layer.name}' with {model}…")
-        worker.start()
-        return worker
+        self.progress_bar.setRange(0, 0)  # busy until the first tile is done
+        return self.task.start(
+            work,
+            status=f"denoising '{layer.name}' with {model}…",
+            failed="Denoising failed",
+            cancelled="Denoising cancelled: no layer added",
+            on_progress=self._on_progress,
+            on_result=lambda result: self._on_returned(layer, model, result),
+            on_finished=self._on_finished,
+        )
 
     def cancel(self):
         """Ask the running worker to stop at the next tile; no layer is added."""
-        self._cancel.set()
-        self.status.setText("cancelling…")
+        self.task.cancel()
 
     def _on_progress(self, msg):
-        if isinstance(msg, Note):
-            report_note(msg.source, msg.text)
-        elif isinstance(msg, Progress):
+        if isinstance(msg, Progress):
             if msg.total > 0 and not msg.text:
                 self.progress_bar.setRange(0, msg.total)
                 self.progress_bar.setValue(msg.done)
@@ -278,30 +258,27 @@ class DenoiseWidget(QWidget):
                 self.status.setText(msg.text)
 
     def _on_returned(self, layer, model, result):
-        if self._cancel.is_set():
+        if self.task.cancelled():
             return  # cancelled after the last tile: still no partial/unwanted layer
         full, noisy, params = result
         name = f"{layer.name} denoised"
         derivation = f"denoised with model '{model}' (napari-mammo-denoise)"
-        try:
-            out, text = self._at_strength(noisy, full, derivation)
-            if name in self.viewer.layers and self.viewer.layers[name].metadata.get(
-                "source_layer"
-            ) == layer.name:
-                target = self.viewer.layers[name]
-                target.data = out
-                target.metadata.update(derived_kwargs(layer, name, text, params)["metadata"])
-            else:
-                target = add_image(self.viewer, out, derived_kwargs(layer, name, text, params))
-            target.metadata["model"] = model
-            if params is not None:
-                layer.metadata.setdefault(PARAMS_KEY, params)
-            self.last_layer = target
-            self._last_run = (layer, target, noisy, full, derivation)
-            self._completed = True
-            self.status.setText(f"added '{target.name}'")
-        except Exception as exc:  # noqa: BLE001
-            report_error(exc, "Denoise")
+        out, text = self._at_strength(noisy, full, derivation)
+        if name in self.viewer.layers and self.viewer.layers[name].metadata.get(
+            "source_layer"
+        ) == layer.name:
+            target = self.viewer.layers[name]
+            target.data = out
+            target.metadata.update(derived_kwargs(layer, name, text, params)["metadata"])
+        else:
+            target = add_image(self.viewer, out, derived_kwargs(layer, name, text, params))
+        target.metadata["model"] = model
+        if params is not None:
+            layer.metadata.setdefault(PARAMS_KEY, params)
+        self.last_layer = target
+        self._last_run = (layer, target, noisy, full, derivation)
+        self._completed = True
+        self.status.setText(f"added '{target.name}'")
 
     def _at_strength(self, noisy, full, derivation):
         """The result at the current strength, and the derivation text that says so."""
@@ -327,19 +304,6 @@ class DenoiseWidget(QWidget):
         except Exception as exc:  # noqa: BLE001
             report_error(exc, "Denoise")
 
-    def _on_errored(self, exc):
-        from mammo_denoise.errors import Cancelled
-
-        if isinstance(exc, Cancelled) or self._cancel.is_set():
-            report_info("Denoising cancelled: no layer added")
-            self.status.setText("cancelled")
-        else:
-            report_error(exc, "Denoising failed")
-            self.status.setText("failed")
-
     def _on_finished(self):
-        self.worker = None
-        self.run_button.setEnabled(True)
-        self.cancel_button.setEnabled(False)
         self.progress_bar.setRange(0, 1)
         self.progress_bar.setValue(1 if self._completed else 0)

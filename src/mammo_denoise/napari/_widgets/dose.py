@@ -11,7 +11,6 @@ import math
 
 import napari
 import numpy as np
-from napari.qt.threading import thread_worker
 from qtpy.QtCore import Qt, QTimer
 from qtpy.QtWidgets import (
     QComboBox,
@@ -30,7 +29,7 @@ from .._layers import PARAMS_KEY, add_image, derived_kwargs
 from .._persist import remember
 from .._state import DoseSettings
 from ._bind import bind
-from ._common import LayerCombo, report_error, report_note
+from ._common import BackgroundTask, LayerCombo, report_error, report_note
 
 METHODS = ("moments", "binomial", "seed")
 PREVIEW_MAX_SIDE = 768  # preview: at most ~0.6 Mpx whatever the detector size
@@ -72,7 +71,8 @@ def percent(fraction: float) -> str:
 class DoseWidget(QWidget):
     """Public attributes: ``settings`` (DoseSettings: fraction, method, seed, offset, gain,
     electronic_sigma), ``layer_combo`` (``.layer``), ``slider`` (5..100 %), ``plot``
-    (variance-vs-mean), ``fit`` (last NoiseFit), ``preview_layer``, ``result_layer``, ``worker``;
+    (variance-vs-mean), ``fit`` (last NoiseFit), ``preview_layer``, ``result_layer``, ``task``
+    (its BackgroundTask: estimating and simulating share it), ``worker``;
     handlers: ``estimate()`` -> worker, ``preview(fraction=None)`` -> layer, ``apply(fraction=None)``
     -> worker (full resolution), ``params()`` -> NoiseParams.
     """
@@ -85,7 +85,6 @@ class DoseWidget(QWidget):
         self.fit = None
         self.preview_layer = None
         self.result_layer = None
-        self.worker = None
 
         self.layer_combo = LayerCombo(
             napari_viewer, filter=lambda ly: not ly.name.endswith(" dose preview")
@@ -126,6 +125,7 @@ class DoseWidget(QWidget):
         self.plot = VarianceMeanPlot()
         self.status = QLabel("")
         self.status.setWordWrap(True)
+        self.task = BackgroundTask([self.estimate_button, self.apply_button], status=self.status)
 
         form = QFormLayout()
         form.addRow("image", self.layer_combo)
@@ -152,6 +152,10 @@ class DoseWidget(QWidget):
             spin.editingFinished.connect(self._on_params_edited)  # typed by the user only
         self.slider_label.setText(percent(self.settings.fraction))
         self._on_layer_changed(self.layer_combo.currentText())
+
+    @property
+    def worker(self):
+        return self.task.worker
 
     @staticmethod
     def _double(lo, hi, decimals):
@@ -202,21 +206,18 @@ class DoseWidget(QWidget):
     def estimate(self):
         """Fit the noise model (block variance vs mean) in a worker; fills the boxes and plot."""
         layer = self._source()
-        if layer is None or self.worker is not None:
+        if layer is None or self.task.busy:
             return None
         data = np.asarray(layer.data, dtype=np.float32)
 
-        @thread_worker(start_thread=False, ignore_errors=True)
         def work():
             from mammo_denoise.physics.noise import fit_noise_model
 
             return fit_noise_model(data, warn=False)  # its notes are shown in _on_fit
 
-        worker = work()
-        worker.returned.connect(lambda fit: self._on_fit(layer, fit))
-        worker.errored.connect(lambda exc: report_error(exc, "Noise estimation failed"))
-        self._start(worker, "estimating noise parameters…")
-        return worker
+        return self.task.start(work, status="estimating noise parameters…",
+                               failed="Noise estimation failed",
+                               on_result=lambda fit: self._on_fit(layer, fit))
 
     def _on_fit(self, layer, fit):
         self.fit = fit
@@ -265,7 +266,7 @@ class DoseWidget(QWidget):
         # Slider moves preview what there is: without an image there is nothing to say (the
         # explicit actions still ask for one). While a full-resolution result is on its way,
         # no stale preview.
-        if self.worker is None and self.layer_combo.layer is not None:
+        if not self.task.busy and self.layer_combo.layer is not None:
             self.preview()
 
     def preview(self, fraction: float | None = None):
@@ -320,7 +321,7 @@ class DoseWidget(QWidget):
         layer = self._source()
         if layer is None:
             return None
-        if self.worker is not None:
+        if self.task.busy:
             return None
         self._preview_timer.stop()
         fraction = self.settings.fraction if fraction is None else float(fraction)
@@ -332,19 +333,16 @@ class DoseWidget(QWidget):
         method, seed = self.settings.method, int(self.settings.seed)
         data = np.asarray(layer.data, dtype=np.float32)
 
-        @thread_worker(start_thread=False, ignore_errors=True)
         def work():
             from mammo_denoise.physics.dose import simulate_dose
 
             return simulate_dose(data, fraction, params, method=method, rng=seed)
 
-        worker = work()
-        worker.returned.connect(
-            lambda out: self._on_simulated(layer, out, fraction, params, method, seed)
+        return self.task.start(
+            work, status=f"simulating {percent(fraction)} dose at full resolution…",
+            failed="Dose simulation failed",
+            on_result=lambda out: self._on_simulated(layer, out, fraction, params, method, seed),
         )
-        worker.errored.connect(lambda exc: report_error(exc, "Dose simulation failed"))
-        self._start(worker, f"simulating {percent(fraction)} dose at full resolution…")
-        return worker
 
     def _on_simulated(self, layer, out, fraction, params, method, seed):
         name = f"{layer.name} @ {percent(fraction)} dose"
@@ -373,16 +371,3 @@ class DoseWidget(QWidget):
         self.preview_layer = None
         self.result_layer = target
         self.status.setText(f"added '{name}'")
-
-    def _start(self, worker, text):
-        self.worker = worker
-        self.estimate_button.setEnabled(False)
-        self.apply_button.setEnabled(False)
-        self.status.setText(text)
-        worker.finished.connect(self._on_finished)
-        worker.start()
-
-    def _on_finished(self):
-        self.worker = None
-        self.estimate_button.setEnabled(True)
-        self.apply_button.setEnabled(True)

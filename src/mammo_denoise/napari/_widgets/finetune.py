@@ -5,13 +5,11 @@ from __future__ import annotations
 import re
 import shutil
 import tempfile
-import threading
 import time
 from pathlib import Path
 
 import napari
 import numpy as np
-from napari.qt.threading import thread_worker
 from qtpy.QtCore import Qt
 from qtpy.QtWidgets import (
     QComboBox,
@@ -23,7 +21,6 @@ from qtpy.QtWidgets import (
     QLineEdit,
     QListWidget,
     QListWidgetItem,
-    QProgressBar,
     QPushButton,
     QSpinBox,
     QVBoxLayout,
@@ -33,9 +30,9 @@ from qtpy.QtWidgets import (
 from .._layers import PARAMS_KEY
 from .._persist import remember
 from .._state import MODELS, FinetuneSettings, default_model_name
-from .._workers import Progress, iterate_progress
+from .._workers import iterate_progress
 from ._bind import bind
-from ._common import report_error, report_info
+from ._common import BackgroundTask, report_error, report_info, run_controls
 
 RANDOM_INIT = "(random init)"
 SOURCES = ("layers", "folder")
@@ -56,7 +53,8 @@ class FinetuneWidget(QWidget):
     dose_low, dose_high, epochs, iters_per_epoch, patch, batch_size, lr, init, architecture,
     name, seed), ``layer_list`` (checkable image layers), ``extra_config`` (dict merged into
     TrainConfig, e.g. ``{"arch_kwargs": ..., "val_patches": ...}``), ``plot``, ``progress_bar``,
-    ``worker``, ``saved_path``, ``history`` (progress messages received);
+    ``task`` (its BackgroundTask), ``worker``, ``saved_path``, ``history`` (progress messages
+    received);
     handlers: ``refresh_layers()``, ``set_layers(names)``, ``build_config()``, ``start()`` ->
     worker, ``cancel()``.
     """
@@ -67,10 +65,8 @@ class FinetuneWidget(QWidget):
         self.settings = FinetuneSettings()
         remember(self.settings, "finetune", skip=("name",))
         self.extra_config: dict = {}
-        self.worker = None
         self.saved_path: Path | None = None
         self.history: list = []
-        self._cancel = threading.Event()
         self._last_draw = 0.0
         self._ckpt_dir: str | None = None
 
@@ -104,22 +100,12 @@ class FinetuneWidget(QWidget):
         self.arch_combo.addItems(_architectures())
         self.name_edit = QLineEdit()
 
-        self.start_button = QPushButton("Start")
-        self.start_button.clicked.connect(self.start)
-        self.cancel_button = QPushButton("Cancel")
-        self.cancel_button.setEnabled(False)
-        self.cancel_button.clicked.connect(self.cancel)
-        buttons = QHBoxLayout()
-        buttons.addWidget(self.start_button)
-        buttons.addWidget(self.cancel_button)
-        self.progress_bar = QProgressBar()
-        self.progress_bar.setRange(0, 1)
-        self.progress_bar.setValue(0)
+        self.start_button, self.cancel_button, buttons, self.progress_bar, self.status = run_controls(
+            "Start", self.start)
         from .._plots import TrainingPlot
 
         self.plot = TrainingPlot()
-        self.status = QLabel("")
-        self.status.setWordWrap(True)
+        self.task = BackgroundTask([self.start_button], self.cancel_button, self.status)
 
         form = QFormLayout()
         form.addRow("train on", self.source_combo)
@@ -168,6 +154,10 @@ class FinetuneWidget(QWidget):
         for event in ("inserted", "removed", "reordered"):
             getattr(napari_viewer.layers.events, event).connect(self.refresh_layers)
         self.refresh_layers()
+
+    @property
+    def worker(self):
+        return self.task.worker
 
     @staticmethod
     def _int(lo, hi, step=1):
@@ -323,22 +313,20 @@ class FinetuneWidget(QWidget):
 
     def start(self):
         """Validate, then run ``train()`` in a worker; returns the worker (None on bad input)."""
-        if self.worker is not None:
+        if self.task.busy:
             report_error("a fine-tuning run is already in progress", "Fine-tune")
             return None
         try:
             config = self.build_config()
         except Exception as exc:  # noqa: BLE001
-            self._on_finished()
+            self._remove_checkpoints()
             report_error(exc, "Fine-tune")
             return None
-        self._cancel.clear()
-        cancel = self._cancel.is_set
+        cancel = self.task.cancelled
         self.history = []
         self.saved_path = None
         self.plot.clear_history()
 
-        @thread_worker(start_thread=False, ignore_errors=True)
         def work():
             from mammo_denoise import training
 
@@ -347,29 +335,26 @@ class FinetuneWidget(QWidget):
             )
             return path
 
-        worker = work()
-        worker.yielded.connect(self._on_progress)
-        worker.returned.connect(self._on_returned)
-        worker.errored.connect(self._on_errored)
-        worker.finished.connect(self._on_finished)
-        self.worker = worker
-        total = config.epochs * config.iters_per_epoch
-        self.progress_bar.setRange(0, total)
+        self.progress_bar.setRange(0, config.epochs * config.iters_per_epoch)
         self.progress_bar.setValue(0)
-        self.start_button.setEnabled(False)
-        self.cancel_button.setEnabled(True)
         try:
             from mammo_denoise.training.config import describe
 
-            self.status.setText(describe(config))
+            status = describe(config)
         except Exception:  # noqa: BLE001
-            self.status.setText("training…")
-        worker.start()
-        return worker
+            status = "training…"
+        return self.task.start(
+            work,
+            status=status,
+            failed="Fine-tuning failed (existing models unchanged)",
+            cancelled="Fine-tuning cancelled: no model saved, existing models unchanged",
+            on_progress=self._on_progress,
+            on_result=self._on_returned,
+            on_finished=self._remove_checkpoints,
+        )
 
     def cancel(self):
-        self._cancel.set()
-        self.status.setText("cancelling…")
+        self.task.cancel()
 
     def _on_progress(self, msg):
         from mammo_denoise.training.messages import EpochEnd, TrainDone, TrainStep
@@ -390,10 +375,6 @@ class FinetuneWidget(QWidget):
             )
         elif isinstance(msg, TrainDone):
             self.saved_path = Path(msg.path)
-        elif isinstance(msg, Progress) and msg.text:
-            self.status.setText(msg.text)
-        elif isinstance(msg, str):
-            self.status.setText(msg)
 
     def _on_returned(self, path):
         self.saved_path = Path(path) if path is not None else self.saved_path
@@ -403,20 +384,7 @@ class FinetuneWidget(QWidget):
         report_info(f"Fine-tuned model '{name}' saved to {self.saved_path}")
         self.status.setText(f"saved '{name}'")
 
-    def _on_errored(self, exc):
-        from mammo_denoise.errors import Cancelled
-
-        if isinstance(exc, Cancelled) or self._cancel.is_set():
-            report_info("Fine-tuning cancelled: no model saved, existing models unchanged")
-            self.status.setText("cancelled")
-        else:
-            report_error(exc, "Fine-tuning failed (existing models unchanged)")
-            self.status.setText("failed")
-
-    def _on_finished(self):
-        self.worker = None
+    def _remove_checkpoints(self):
         if self._ckpt_dir:
             shutil.rmtree(self._ckpt_dir, ignore_errors=True)
             self._ckpt_dir = None
-        self.start_button.setEnabled(True)
-        self.cancel_button.setEnabled(False)
