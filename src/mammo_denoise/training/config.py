@@ -117,7 +117,9 @@ class TrainConfig:
 
     A fine-tune (``init``) is validated before its first epoch too, on the same patches: only
     weights that beat the model it starts from are saved; if none do, ``train`` raises
-    ``NotImproved`` and writes nothing.
+    ``NotImproved`` and writes nothing. ``require_improvement=False`` (benchmarks that measure
+    a protocol's outcome, such as the seed's) writes the best epoch all the same; the card
+    then says whether it beat the start.
 
     ``out`` defaults to ``user_model_dir()/<name>.safetensors`` (the model's name is its file
     name, so ``name`` only matters without ``out``) and ``checkpoint`` to
@@ -168,6 +170,7 @@ class TrainConfig:
     command: str | None = None
     objective: str = "auto"
     noise_correlation: str = "measured"
+    require_improvement: bool = True
 
     def __post_init__(self):
         if self.architecture is not None and (not isinstance(self.architecture, str) or not self.architecture):
@@ -276,6 +279,8 @@ class TrainConfig:
                     and self.clip_grad_norm > 0):
                 _err(f"clip_grad_norm must be None or a positive number, got {self.clip_grad_norm!r}")
             self.clip_grad_norm = float(self.clip_grad_norm)
+        if self.require_improvement not in (True, False):
+            _err(f"require_improvement must be True or False, got {self.require_improvement!r}")
         if self.amp not in (True, False):
             _err(f"amp must be True (fp16 autocast on CUDA) or False (float32), got {self.amp!r}")
         for name in ("out", "checkpoint"):

@@ -278,12 +278,13 @@ def build_sources(config, cancel=None) -> list[Source]:
 
 
 #: Below this neighbour correlation the measurement cannot tell a detector's correlation from
-#: anatomy's fine texture (0.00-0.08 measured on white noise over phantoms and mini-MIAS).
-CORRELATION_MIN = 0.1
-#: Fewer exposed pixels than this (a 256 x 256 image's) over all the images measure a phantom's
-#: texture as much as its noise (neighbour correlation 0.3-0.4 on white noise over 128 x 128
-#: phantoms): the noise is then taken as white.
-CORRELATION_MIN_PIXELS = 65536
+#: anatomy's fine texture (0.00-0.08 measured on white noise over 512 px phantoms and
+#: mini-MIAS films, 0.12 over two 256 px phantoms).
+CORRELATION_MIN = 0.15
+#: Fewer exposed pixels than this (a 512 x 512 image's, with a collimator border) over all the
+#: images measure a phantom's texture as much as its noise (neighbour correlation 0.3-0.4 on
+#: white noise over 128 px phantoms): the noise is then taken as white.
+CORRELATION_MIN_PIXELS = 200_000
 
 
 def assign_noise_correlation(sources, mode: str = "measured"):

@@ -353,8 +353,9 @@ def _run(config: TrainConfig, progress, cancel, dctx: _Dist) -> Path:
         # The model it starts from, on the same validation patches and noise: the bar to beat.
         start_loss, start_psnr, start_info = _validate(den, val, val_idx, val_params, config, device,
                                                        autocast, dctx, details=True)
-        state.update(best_val_loss=start_loss, best_val_psnr=start_psnr, best_epoch=0,
-                     start={"val_loss": start_loss, "val_psnr": start_psnr, **start_info})
+        state["start"] = {"val_loss": start_loss, "val_psnr": start_psnr, **start_info}
+        if config.require_improvement:
+            state.update(best_val_loss=start_loss, best_val_psnr=start_psnr, best_epoch=0)
         emit(Baseline(start_loss, start_psnr, noisy_psnr))
     stopped_early = patience_spent() and state["epoch"] < config.epochs
     for epoch in range(state["epoch"] + 1, config.epochs + 1):
@@ -447,7 +448,7 @@ def _run(config: TrainConfig, progress, cancel, dctx: _Dist) -> Path:
         stopped_early = (patience_spent() or out_of_time()) and epoch < config.epochs
 
     # -- final weights (rank 0) ------------------------------------------------------------------
-    if config.init is not None and state["best_epoch"] == 0:
+    if config.init is not None and config.require_improvement and state["best_epoch"] == 0:
         after = min((h["val_loss"] for h in state["history"]), default=float("nan"))
         raise NotImproved(
             f"fine-tuning did not improve on {config.init}: validation loss "
@@ -665,8 +666,8 @@ def _real_record(sources) -> dict | None:
         rec["noise_measured_per_image"] = [{k: v for k, v in m.as_dict().items() if k != "model"}
                                            for m in measured]
         used = real[0].noise
-        rec["noise_used"] = ("white (neighbour correlation below 0.1, or fewer than 65536 pixels to "
-                             "measure it on)" if used is None or used.white
+        rec["noise_used"] = ("white (neighbour correlation below 0.15, or fewer than 200000 pixels "
+                             "to measure it on)" if used is None or used.white
                              else {"neighbour_correlation_x": round(used.rho_x, 4),
                                    "neighbour_correlation_y": round(used.rho_y, 4),
                                    "variance_gat": [round(s.noise.variance, 4) for s in real]})
@@ -683,6 +684,7 @@ def _validation_record(config, state, held_out) -> dict | None:
     if "start" in state:
         rec["start"] = state["start"]
         rec["improved"] = bool(state["best_val_loss"] < state["start"]["val_loss"])
+        rec["saved_only_if_improved"] = bool(config.require_improvement)
     if config.objective == "noisier2noise":
         rec["val_psnr"] = ("estimated without truth in the GAT domain: 10 log10(range^2 / "
                            "(corrected MSE - target noise variance))")
