@@ -339,6 +339,7 @@ def cmd_denoise(args) -> int:
     _check_output(root, output)
     files = _distributed_share(_dicom_inputs(root, output, args.command))
     model = load_model(args.model, device=None)
+    _check_engine(args)
     show = not args.quiet and sys.stderr.isatty() or args.progress
 
     def work(src):
@@ -348,11 +349,13 @@ def cmd_denoise(args) -> int:
         dest = _output_for(src, root, output, "_denoised")
         t0 = time.perf_counter()
         params = _noise_params_for(image, meta, args) if meta.is_linear else _known_params(args)
+        ran = {}
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always", NoiseModelMismatch)
             result = denoise(image, model=model, params=params, meta=meta, device=args.device,
                              tile=args.tile or DEFAULT_TILE, overlap=args.overlap,
-                             batch_size=args.batch_size, amp=args.amp, progress=_Progress(src.name, show))
+                             batch_size=args.batch_size, amp=args.amp, progress=_Progress(src.name, show),
+                             engine=args.engine, info=ran)
         mismatch = [str(w.message) for w in caught if issubclass(w.category, NoiseModelMismatch)]
         for w in caught:  # said once per file by _each_file, like every other note
             warnings.warn_explicit(w.message, w.category, w.filename, w.lineno)
@@ -365,7 +368,7 @@ def cmd_denoise(args) -> int:
         write_derived(result, meta, dest, action=f"denoised with {model.name}{strength}",
                       description=f"Denoised with {model.name}{strength} (mammo-denoise {__version__})"
                                   f"{flag}")
-        print(f"wrote {dest} ({time.perf_counter() - t0:.1f} s)")
+        print(f"wrote {dest} ({time.perf_counter() - t0:.1f} s, {_ran_on(ran)})")
 
     return _each_file(args.command, root, files, work)
 
@@ -385,9 +388,12 @@ def cmd_demo(args) -> int:
     noisy_path = write_mammogram(phantom.noisy, out / "noisy.dcm", phantom.meta,
                                  description=f"synthetic phantom seed {args.seed}, dose {args.dose:g}")
     model = load_model(args.model)
+    _check_engine(args)
     t0 = time.perf_counter()
+    ran = {}
     denoised = denoise(phantom.noisy, model=model, params=phantom.params, meta=phantom.meta,
-                       device=args.device, progress=_Progress("denoise", sys.stderr.isatty()))
+                       device=args.device, progress=_Progress("denoise", sys.stderr.isatty()),
+                       engine=args.engine, info=ran)
     seconds = time.perf_counter() - t0
     _, noisy_meta = read_mammogram(noisy_path)  # the written file is the derivative's source
     write_derived(denoised, noisy_meta, out / "denoised.dcm", description=f"Denoised with {model.name}",
@@ -407,7 +413,7 @@ def cmd_demo(args) -> int:
     region = _scored_region(phantom)
     rng = float(truth[region].max() - truth[region].min())
     print(f"phantom {phantom.noisy.shape[0]}x{phantom.noisy.shape[1]} at {100 * args.dose:g} % dose, "
-          f"model {model.name}, denoised in {seconds:.1f} s")
+          f"model {model.name}, denoised in {seconds:.1f} s with {_ran_on(ran)}")
     print(f"PSNR (data range = breast max - min of the truth): "
           f"noisy {psnr(phantom.noisy, truth, data_range=rng, mask=region):.2f} dB -> "
           f"denoised {psnr(denoised, truth, data_range=rng, mask=region):.2f} dB; "
@@ -685,6 +691,24 @@ def _model_options(p):
     p.add_argument("--model", default="default", metavar="NAME|PATH",
                    help="model name (see `mammo-denoise models`) or .safetensors path")
     p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda", "mps"])
+    p.add_argument("--engine", default="auto", choices=["auto", "torch", "openvino", "onnxruntime"],
+                   help="what runs the network on the CPU (default auto: OpenVINO when installed, "
+                        "pip install \"napari-mammo-denoise[cpu-fast]\", else ONNX Runtime when "
+                        "installed, else PyTorch); GPUs always use PyTorch; every engine gives the "
+                        "same result")
+
+
+def _check_engine(args) -> None:
+    """An engine that is not installed is one error before any file is read, not one per file."""
+    from mammo_denoise.devices import resolve_device
+    from mammo_denoise.engines import resolve_engine
+
+    resolve_engine(args.engine, resolve_device(args.device))
+
+
+def _ran_on(ran: dict) -> str:
+    """'openvino on cpu (2 threads)': what ``denoise(..., info=ran)`` says ran."""
+    return ran.get("ran", "")
 
 
 def _noise_options(p):

@@ -36,6 +36,7 @@ from __future__ import annotations
 
 import math
 import os
+import time
 import warnings
 from collections.abc import Callable, Sequence
 from contextlib import ExitStack, contextmanager, nullcontext
@@ -45,6 +46,7 @@ import numpy as np
 import torch
 
 from mammo_denoise.devices import resolve_device  # noqa: F401  (part of this module's API)
+from mammo_denoise.engines import load_engine, resolve_engine
 from mammo_denoise.errors import Cancelled, MammoDenoiseError
 
 #: Tile side (pixels) when the caller doesn't say. Each inner tile border spends the overlap
@@ -67,11 +69,12 @@ def _cpu_threads() -> int:
 
 
 @contextmanager
-def _torch_settings(device: torch.device):
-    """Threads on CPU, cuDNN autotuning on CUDA (all tiles share one shape); restored after."""
+def _torch_settings(device: torch.device, threads: int | None = None):
+    """Threads on CPU (``threads``, default all usable cores), cuDNN autotuning on CUDA (all
+    tiles share one shape); restored after."""
     if device.type == "cpu":
         old = torch.get_num_threads()
-        torch.set_num_threads(_cpu_threads())
+        torch.set_num_threads(threads or _cpu_threads())
         try:
             yield
         finally:
@@ -344,7 +347,8 @@ def ieee_float32():
 def denoise_frame(frame: np.ndarray, transform: _Transform, denoiser, device: torch.device, *,
                   tile: int | None = DEFAULT_TILE, overlap: int | None = None, batch_size: int = 1,
                   amp: bool = False, on_batch: Callable[[int], None] | None = None,
-                  cancel: Callable[[], bool] | None = None, out: np.ndarray | None = None) -> np.ndarray:
+                  cancel: Callable[[], bool] | None = None, out: np.ndarray | None = None,
+                  net: Callable | None = None) -> np.ndarray:
     """Tile, transform, run, blend and invert one 2-D frame; float32 in image units.
 
     ``denoiser`` must already be on ``device`` and in eval mode. Tiles are cut from the frame
@@ -353,6 +357,8 @@ def denoise_frame(frame: np.ndarray, transform: _Transform, denoiser, device: to
     inverted in blocks of rows. Beyond the output, memory is a batch of tiles and the model's
     activations: it grows with ``tile`` and ``batch_size``, not with the image.
     ``on_batch(n_tiles)`` is called after each batch; ``cancel()`` is checked before each.
+    ``net`` runs the network on each batch instead of ``denoiser.net`` (a CPU engine from
+    ``mammo_denoise.engines``); the batch is then handed over in the contiguous layout.
     """
     h, w = frame.shape
     a = denoiser.alignment
@@ -375,7 +381,7 @@ def denoise_frame(frame: np.ndarray, transform: _Transform, denoiser, device: to
         return frame[np.ix_(_reflect_index(rows, h), _reflect_index(cols, w))]
 
     cuda = device.type == "cuda"
-    channels_last = use_channels_last(device, amp)
+    channels_last = use_channels_last(device, amp) and net is None
     # On CUDA either fp16 autocast (amp) or IEEE float32. fp16 rather than bf16: its 11-bit
     # mantissa; a network that sees the signal level loses 2 dB in bf16 (benchmarks/precision.py).
     # Float32 with TF32 off: cuDNN's default TF32 moved the U-Net's output by 7e-4 of the data
@@ -402,7 +408,7 @@ def denoise_frame(frame: np.ndarray, transform: _Transform, denoiser, device: to
         with ExitStack() as stack:
             stack.enter_context(torch.inference_mode())
             stack.enter_context(precision())
-            res = denoiser.denoise_anscombe(x, 0.0)
+            res = denoiser.denoise_anscombe(x, 0.0, net=net)
         res = res.float().cpu().numpy()[:, 0]
         for (i, j), r in zip(batch, res):
             # Part of this tile inside the image, in tile and in image coordinates.
@@ -437,6 +443,12 @@ def _tiles_per_frame(shape, tile, overlap, alignment, context) -> int:
     return ny * nx
 
 
+def _registry_net(denoiser) -> bool:
+    from mammo_denoise.models import ARCHITECTURES
+
+    return type(denoiser.net) is ARCHITECTURES.get(str(denoiser.card.get("architecture")))
+
+
 def _as_denoiser(model):
     from mammo_denoise.models import Denoiser, load_model
 
@@ -451,7 +463,7 @@ def denoise(image, model="default", params=None, meta=None, device="auto", tile:
             overlap: int | None = None, batch_size: int | None = None,
             progress: Callable[[int, int], object] | None = None,
             cancel: Callable[[], bool] | None = None, *, amp: bool = False,
-            safeguard: bool = True) -> np.ndarray:
+            safeguard: bool = True, engine: str = "auto", info: dict | None = None) -> np.ndarray:
     """Denoise a mammogram ``(H, W)`` or a stack ``(N, H, W)`` (frame by frame); float32 out.
 
     Parameters
@@ -483,7 +495,15 @@ def denoise(image, model="default", params=None, meta=None, device="auto", tile:
         (``mammo_denoise.safeguard``): where it removed more than the noise allows the result is
         blended back toward the input, and a frame whose noise does not fit the model gets a
         ``NoiseModelMismatch`` warning saying what was measured. False: the network's output.
+    engine : what runs the network on the CPU (``mammo_denoise.engines``): "auto" (OpenVINO,
+        else ONNX Runtime, when installed, else PyTorch), "torch", "openvino", "onnxruntime".
+        Other devices always use "torch". Under "auto" only the registry's architectures are
+        converted, and a model the engine cannot convert runs in PyTorch. Every engine gives the same result within float rounding (~1e-6 of the range).
+    info : a dict to fill in with what ran: ``engine``, ``device``, ``threads`` (CPU), ``seconds``
+        (wall time of this call), ``ran`` ("openvino on cpu (2 threads)") and ``summary``, one
+        line for a status bar ("openvino on cpu (2 threads), 2.4 s").
     """
+    started = time.perf_counter()
     arr = np.asarray(image)
     if arr.dtype.kind not in "biuf":
         raise MammoDenoiseError(f"image must be a real numeric array, got dtype {arr.dtype}")
@@ -509,6 +529,9 @@ def denoise(image, model="default", params=None, meta=None, device="auto", tile:
 
     denoiser = _as_denoiser(model)
     dev = resolve_device(device)
+    engine_name = resolve_engine(engine, dev)
+    if engine_name != "torch" and engine in ("auto", None) and not _registry_net(denoiser):
+        engine_name = "torch"  # "auto" converts only the architectures whose graphs are tested
     if batch_size is None:
         batch_size = DEFAULT_BATCH_CPU if dev.type == "cpu" else DEFAULT_BATCH_GPU
     if batch_size < 1:
@@ -544,21 +567,39 @@ def denoise(image, model="default", params=None, meta=None, device="auto", tile:
 
     was_training = denoiser.training
     denoiser.to(dev)
-    # A Denoiser handed in keeps its layout between calls, so set it both ways.
+    # A Denoiser handed in keeps its layout between calls, so set it both ways (an engine's
+    # graph holds its own copy of the weights, whatever their layout here).
     denoiser.to(memory_format=torch.channels_last if use_channels_last(dev, amp) else torch.contiguous_format)
     denoiser.eval()
     out = np.empty(frames.shape, dtype=np.float32)
+    threads = _cpu_threads()
     try:
-        with _torch_settings(dev):
+        net = None
+        if engine_name != "torch":
+            try:
+                net = load_engine(engine_name, denoiser.net, denoiser.card, threads)
+            except MammoDenoiseError:
+                if engine != "auto" and engine is not None:
+                    raise
+                engine_name = "torch"  # "auto": a model the engine can't convert runs in PyTorch
+        # With an engine, torch only scales the tiles: one thread, so that its idle OpenMP
+        # workers don't spin on the cores the engine's threads need.
+        with _torch_settings(dev, threads=1 if net is not None else threads):
             for k, (tr, parts) in enumerate(plans):
                 for part in parts:
                     denoise_frame(frames[k][part], tr, denoiser, dev, tile=tile, overlap=ov,
                                   batch_size=batch_size, amp=amp, on_batch=on_batch, cancel=cancel,
-                                  out=out[k][part])
+                                  out=out[k][part], net=net)
                 if safeguard and tr.kind == "anscombe":
                     _safeguard_frame(frames[k], out[k], tr.params, f"frame {k}: " if stack else "")
     finally:
         denoiser.train(was_training)
+    if info is not None:
+        seconds = time.perf_counter() - started
+        where = f"{dev.type} ({threads} threads)" if dev.type == "cpu" else str(dev)
+        info.update(engine=engine_name, device=str(dev), threads=threads if dev.type == "cpu" else None,
+                    seconds=seconds, ran=f"{engine_name} on {where}",
+                    summary=f"{engine_name} on {where}, {seconds:.1f} s")
     return out if stack else out[0]
 
 

@@ -95,12 +95,14 @@ class Denoiser(nn.Module):
     def forward(self, y: torch.Tensor, shift: float | torch.Tensor = 0.0) -> torch.Tensor:
         return self.denoise_anscombe(y, shift)
 
-    def denoise_anscombe(self, y: torch.Tensor, shift: float | torch.Tensor = 0.0) -> torch.Tensor:
+    def denoise_anscombe(self, y: torch.Tensor, shift: float | torch.Tensor = 0.0, net=None) -> torch.Tensor:
         """Denoise a batch ``(B, 1, H, W)`` in the generalized-Anscombe domain.
 
         ``shift`` is a number or a tensor broadcastable to ``y`` (e.g. ``(B, 1, 1, 1)`` for one
         shift per image). Under autocast the network may run in half precision; its output is
         cast back to ``y``'s dtype so the residual subtraction keeps full precision.
+        ``net`` runs the network instead of ``self.net`` (an engine from
+        ``mammo_denoise.engines``: the same function of the aligned input).
         """
         if y.ndim != 4 or y.shape[1] != 1:
             raise MammoDenoiseError(f"Denoiser expects a (B, 1, H, W) batch, got shape {tuple(y.shape)}")
@@ -114,7 +116,7 @@ class Denoiser(nn.Module):
         if pad_h or pad_w:
             mode = "reflect" if (pad_h < h and pad_w < w) else "replicate"
             x = F.pad(x, (0, pad_w, 0, pad_h), mode=mode)
-        out = self.net(x)[..., :h, :w].to(y.dtype)
+        out = (self.net if net is None else net)(x)[..., :h, :w].to(y.dtype)
         if self.residual:
             return y - scale * out
         return shift + scale * out
