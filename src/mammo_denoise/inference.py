@@ -498,7 +498,8 @@ def denoise(image, model="default", params=None, meta=None, device="auto", tile:
     engine : what runs the network on the CPU (``mammo_denoise.engines``): "auto" (OpenVINO,
         else ONNX Runtime, when installed, else PyTorch), "torch", "openvino", "onnxruntime".
         Other devices always use "torch". Under "auto" only the registry's architectures are
-        converted, and a model the engine cannot convert runs in PyTorch. Every engine gives the same result within float rounding (~1e-6 of the range).
+        converted, and a model the engine cannot convert runs in PyTorch. Every engine gives the
+        same result within float rounding (~1e-6 of the data range).
     info : a dict to fill in with what ran: ``engine``, ``device``, ``threads`` (CPU), ``seconds``
         (wall time of this call), ``ran`` ("openvino on cpu (2 threads)") and ``summary``, one
         line for a status bar ("openvino on cpu (2 threads), 2.4 s").
