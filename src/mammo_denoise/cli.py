@@ -468,8 +468,12 @@ def cmd_train(args) -> int:
         print(describe(config))
         # The demo's and README's definition, but over the whole breast: the thin, bright rim at
         # the skin line widens the range (mammo_denoise.training computes it).
-        print("val PSNR: data range = breast max - min of the truth (of each patch's image at its dose, "
-              "skin-line rim included, so higher than the demo's and README's figures)")
+        if config.objective == "noisier2noise":
+            print("val PSNR: estimated without truth in the GAT domain (corrected MSE less the target's own "
+                  "noise), on the same noise draws for every epoch and for the start model")
+        else:
+            print("val PSNR: data range = breast max - min of the truth (of each patch's image at its dose, "
+                  "skin-line rim included, so higher than the demo's and README's figures)")
         if args.workers == 0 and args.device in ("auto", "cuda") and _cuda_available():
             print("note: training on CUDA with --workers 0: the GPU will wait for noisy patches "
                   "made on one CPU core; --workers 4 (or more) makes them in parallel", file=sys.stderr)
