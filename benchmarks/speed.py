@@ -333,6 +333,7 @@ def tile_bench(den, shape, repeats, threads, compile_, peak):
             t0 = time.perf_counter()
             run(x)
             times[name].append(time.perf_counter() - t0)
+    torch.set_num_threads(threads)  # the variants set their own; the rest of the run uses all
     mpp = macs_per_pixel(den)
     flop = 2 * mpp * shape[0] * shape[1]
     ref = min(min(v) for k, v in times.items() if k.startswith("torch eager channels_last"))
@@ -347,7 +348,9 @@ def tile_bench(den, shape, repeats, threads, compile_, peak):
         print(f"  tile {shape[0]}x{shape[1]} {name:36s} {best:7.3f} s (median {np.median(v):.3f})  "
               f"{out[name]['gflops']:6.1f} GFLOP/s {100 * out[name]['fraction_of_matmul_peak']:4.0f} %  "
               f"x{out[name]['speedup_vs_torch_channels_last']:.2f}", flush=True)
-    return {"shape": list(shape), "repeats": repeats, "variants": out}
+    return {"shape": list(shape), "repeats": repeats, "variants": out,
+            "note": "build_s: torch.compile's first call; for an engine, its conversion at the first "
+                    "thread count (cold cache) and a load from the cache at the next"}
 
 
 def profile_full(den, z, p, tile, engine):

@@ -98,13 +98,18 @@ def test_auto_picks_the_first_installed_engine_and_reports_it(default):
 
 
 # ----------------------------------------------------------------------------- same answer
+_TORCH: dict = {}  # the PyTorch references, computed once for every engine
+
+
 @needs_engine
 @pytest.mark.parametrize("engine", FAST)
 def test_engine_equals_torch_on_odd_sizes_tiles_and_stacks(default, engine, cache):
-    z = _raw((2, 157, 203))
-    for tile in (None, 112):
+    z = _raw((2, 149, 181))
+    for tile in (None, 144):  # one tile; 3 x 3 tiles per frame
         kw = dict(params=PARAMS, device="cpu", tile=tile, safeguard=False)
-        ref = denoise(z, default, engine="torch", **kw)
+        if tile not in _TORCH:
+            _TORCH[tile] = denoise(z, default, engine="torch", **kw)
+        ref = _TORCH[tile]
         out = denoise(z, default, engine=engine, **kw)
         assert out.shape == z.shape and out.dtype == np.float32
         assert _agree(out, ref, z) < TOL  # one graph for every size: dynamic H and W
