@@ -190,6 +190,21 @@ def test_unwritable_or_damaged_cache_converts_in_memory(default, engine, tmp_pat
         f.write_bytes(b"garbage")
     engines._memo.clear()
     assert _agree(denoise(z, default, engine=engine, **kw), ref, z) < TOL
+    engines._memo.clear()  # and the damaged entry was replaced by a good one
+    assert engines.load_engine(engine, default.net, default.card, threads=1).from_cache
+
+
+def test_cache_keeps_the_newest_entries(tmp_path, monkeypatch):
+    import os
+
+    monkeypatch.setattr(engines, "CACHE_KEEP", 3)
+    folder = tmp_path / "openvino"
+    folder.mkdir()
+    for i in range(5):
+        (folder / f"unet-old{i}").mkdir()
+        os.utime(folder / f"unet-old{i}", (1000 + i, 1000 + i))
+    assert engines._store(folder / "unet-new", lambda d: (d / "model.xml").write_text("x"))
+    assert sorted(p.name for p in folder.iterdir()) == ["unet-new", "unet-old3", "unet-old4"]
 
 
 def test_conversion_failure_falls_back_under_auto_and_is_one_line_when_asked(monkeypatch):

@@ -20,7 +20,8 @@ architecture, its options and every weight tensor, the engine's and torch's vers
 fine-tuned model gets its own entry. OpenVINO IR (.xml + .bin) and ONNX are graphs plus raw
 tensors; nothing is pickled. An entry is written to a temporary folder and renamed into place
 (atomic); an unwritable cache or an unreadable entry falls back to converting in memory.
-Converted engines are also kept in memory for the process (the last few models).
+The newest ``CACHE_KEEP`` entries per engine are kept. Converted engines are also kept in memory
+for the process (the last few models).
 """
 
 from __future__ import annotations
@@ -58,6 +59,8 @@ ENV_CACHE_DIR = "MAMMO_DENOISE_CACHE_DIR"
 #: Bump when the exported graph changes for the same weights (cache entries then rebuild).
 EXPORT_VERSION = 1
 _MEMO_SIZE = 4
+#: Entries kept per engine in the cache (the newest; every fine-tuned model adds one).
+CACHE_KEEP = 16
 
 
 def _module(name: str):
@@ -138,12 +141,24 @@ def _store(entry: Path, write) -> bool:
         write(tmp)
         os.replace(tmp, entry)  # atomic; fails if another process put the entry there first
         tmp = None
-        return True
     except OSError:
         return entry.is_dir()
     finally:
         if tmp is not None:
             shutil.rmtree(tmp, ignore_errors=True)
+    _prune(entry.parent, keep=CACHE_KEEP)
+    return True
+
+
+def _prune(folder: Path, keep: int) -> None:
+    """Remove all but the ``keep`` newest entries (best effort: a loaded graph lives in memory)."""
+    try:
+        entries = sorted((p for p in folder.iterdir() if p.is_dir() and not p.name.startswith(".")),
+                         key=lambda p: p.stat().st_mtime, reverse=True)
+    except OSError:
+        return
+    for old in entries[keep:]:
+        shutil.rmtree(old, ignore_errors=True)
 
 
 @contextlib.contextmanager
@@ -191,32 +206,40 @@ class _NumpyEngine:
         return torch.from_numpy(y).to(x.device)
 
 
+def _from_cache(entry: Path, load):
+    """``load(entry)``, or None when there is no entry or it is damaged (then removed, so that
+    the fresh conversion can take its place)."""
+    if not entry.is_dir():
+        return None
+    try:
+        with _quiet():
+            return load(entry)
+    except Exception:  # noqa: BLE001 - truncated or foreign files: convert again
+        shutil.rmtree(entry, ignore_errors=True)
+        return None
+
+
 class OpenVINOEngine(_NumpyEngine):
     name = "openvino"
 
     def __init__(self, net: torch.nn.Module, card: dict, threads: int):
         super().__init__()
         ov = importlib.import_module("openvino")
-        entry = _entry(self.name, card, weights_key(net, card, self.name))
-        xml = entry / "model.xml"
         core = ov.Core()
-        model = None
-        if xml.is_file():
-            try:
-                model = core.read_model(str(xml))
-                self.from_cache = True
-            except Exception:  # noqa: BLE001 - a damaged entry: convert again, in memory
-                model = None
-        if model is None:
+        config = {"INFERENCE_NUM_THREADS": int(threads), "PERFORMANCE_HINT": "LATENCY",
+                  "INFERENCE_PRECISION_HINT": "f32"}  # never bf16, which this CPU would pick
+        entry = _entry(self.name, card, weights_key(net, card, self.name))
+        compiled = _from_cache(entry, lambda e: core.compile_model(core.read_model(str(e / "model.xml")),
+                                                                   "CPU", config))
+        self.from_cache = compiled is not None
+        if compiled is None:
             with _quiet(), torch.no_grad():
                 model = ov.convert_model(net, example_input=_example(net),
                                          input=[ov.PartialShape([-1, 1, -1, -1])])
+                compiled = core.compile_model(model, "CPU", config)
             # compress_to_fp16=False: save_model halves the weights' precision by default.
             _store(entry, lambda d: ov.save_model(model, str(d / "model.xml"), compress_to_fp16=False))
-        config = {"INFERENCE_NUM_THREADS": int(threads), "PERFORMANCE_HINT": "LATENCY",
-                  "INFERENCE_PRECISION_HINT": "f32"}
-        with _quiet():
-            self._request = core.compile_model(model, "CPU", config).create_infer_request()
+        self._request = compiled.create_infer_request()
 
     def _run(self, a: np.ndarray) -> np.ndarray:
         return np.array(self._request.infer({0: a}, share_inputs=True)[0], dtype=np.float32, copy=True)
@@ -228,30 +251,22 @@ class OnnxRuntimeEngine(_NumpyEngine):
     def __init__(self, net: torch.nn.Module, card: dict, threads: int):
         super().__init__()
         ort = importlib.import_module("onnxruntime")
-        entry = _entry(self.name, card, weights_key(net, card, self.name))
-        path = entry / "model.onnx"
-        data = None
-        if path.is_file():
-            try:
-                data = path.read_bytes()
-                self.from_cache = True
-            except OSError:
-                data = None
-        if data is None:
-            data = _onnx_bytes(net)
-            _store(entry, lambda d: (d / "model.onnx").write_bytes(data))
         so = ort.SessionOptions()
         so.intra_op_num_threads = int(threads)
         so.inter_op_num_threads = 1
         so.log_severity_level = 3  # errors only: no warnings printed to the terminal
         so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-        try:
-            self._session = ort.InferenceSession(data, so, providers=["CPUExecutionProvider"])
-        except Exception:  # noqa: BLE001
-            if not self.from_cache:
-                raise
-            self.from_cache = False  # a damaged entry: export again, in memory
-            self._session = ort.InferenceSession(_onnx_bytes(net), so, providers=["CPUExecutionProvider"])
+
+        def session(data: bytes):
+            return ort.InferenceSession(data, so, providers=["CPUExecutionProvider"])
+
+        entry = _entry(self.name, card, weights_key(net, card, self.name))
+        self._session = _from_cache(entry, lambda e: session((e / "model.onnx").read_bytes()))
+        self.from_cache = self._session is not None
+        if self._session is None:
+            data = _onnx_bytes(net)
+            self._session = session(data)
+            _store(entry, lambda d: (d / "model.onnx").write_bytes(data))
 
     def _run(self, a: np.ndarray) -> np.ndarray:
         return self._session.run(None, {"x": a})[0]
