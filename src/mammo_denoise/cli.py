@@ -711,7 +711,7 @@ def _check_engine(args) -> None:
 
 
 def _ran_on(ran: dict) -> str:
-    """'openvino on cpu (2 threads)': what ``denoise(..., info=ran)`` says ran."""
+    """'openvino on cpu, 2 threads': what ``denoise(..., info=ran)`` says ran."""
     return ran.get("ran", "")
 
 

@@ -501,8 +501,8 @@ def denoise(image, model="default", params=None, meta=None, device="auto", tile:
         converted, and a model the engine cannot convert runs in PyTorch. Every engine gives the
         same result within float rounding (~1e-6 of the data range).
     info : a dict to fill in with what ran: ``engine``, ``device``, ``threads`` (CPU), ``seconds``
-        (wall time of this call), ``ran`` ("openvino on cpu (2 threads)") and ``summary``, one
-        line for a status bar ("openvino on cpu (2 threads), 2.4 s").
+        (wall time of this call), ``ran`` ("openvino on cpu, 2 threads") and ``summary``, one
+        line for a status bar ("openvino on cpu, 2 threads: 2.4 s").
     """
     started = time.perf_counter()
     arr = np.asarray(image)
@@ -597,10 +597,10 @@ def denoise(image, model="default", params=None, meta=None, device="auto", tile:
         denoiser.train(was_training)
     if info is not None:
         seconds = time.perf_counter() - started
-        where = f"{dev.type} ({threads} threads)" if dev.type == "cpu" else str(dev)
+        where = f"{dev.type}, {threads} threads" if dev.type == "cpu" else str(dev)
         info.update(engine=engine_name, device=str(dev), threads=threads if dev.type == "cpu" else None,
                     seconds=seconds, ran=f"{engine_name} on {where}",
-                    summary=f"{engine_name} on {where}, {seconds:.1f} s")
+                    summary=f"{engine_name} on {where}: {seconds:.1f} s")
     return out if stack else out[0]
 
 
