@@ -217,7 +217,8 @@ def _solve_ratio(ratio: float) -> tuple[float, float]:
 def measure_noise_correlation(image, params: NoiseParams, mask=None,
                               max_pixels: int = 1 << 21) -> NoiseCorrelation:
     """The noise variance and neighbour correlation of ``image`` in the GAT domain of ``params``
-    (module docstring), over its exposed pixels (``mask`` and more than 2 % of the median count).
+    (module docstring), over its exposed pixels (``mask`` and more than 2 % of the median count),
+    less any clipped at the image's maximum.
     Correlation below 0.02 in magnitude counts as none."""
     from mammo_denoise.physics.anscombe import anscombe
 
@@ -227,6 +228,11 @@ def measure_noise_correlation(image, params: NoiseParams, mask=None,
     ok = counts > 0.02 * (float(np.median(pos)) if pos.size else 0.0)
     if mask is not None:
         ok &= np.asarray(mask, bool)
+    at_top = z >= float(z.max())
+    if at_top.mean() > 1e-3:  # clipped (saturated) pixels carry no noise: leave them out
+        from scipy.ndimage import binary_dilation
+
+        ok &= ~binary_dilation(at_top, iterations=3)
     y = anscombe(z, params).astype(np.float64)
     step = max(1, int(np.sqrt(z.size / max_pixels)))
     if step > 1:  # every step-th block of 8 rows and columns: neighbours stay neighbours
