@@ -676,8 +676,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--objective", choices=["auto", "supervised", "noisier2noise", "seed"], default="auto",
                    help="what DATA images (noisy, no clean truth) are trained against: auto (default) = "
                         "noisier2noise when DATA is given (unbiased without clean images; doses up to "
-                        "0.5), supervised for phantoms/--anatomy alone; seed = the first seed's "
-                        "full-dose targets (keeps part of the noise). A fine-tune that does not beat "
+                        "0.5), supervised for phantoms/--anatomy alone; seed = the full-dose image as "
+                        "target, as in Eckert et al. 2019 (keeps part of the noise). A fine-tune that does not beat "
                         f"its --init model on validation saves nothing (exit status {EXIT_NOT_IMPROVED})")
     p.add_argument("--resume", action="store_true", help="continue from the checkpoint next to --out")
     _noise_options(p)
