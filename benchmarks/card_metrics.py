@@ -55,12 +55,8 @@ def held_out_real(doc: dict, label: str) -> dict:
     return out
 
 
-def _real_anatomy_labels() -> dict:
-    """sha256 -> label of the models run in results/real_anatomy.json."""
-    path = C.RESULTS / "real_anatomy.json"
-    if not path.exists():
-        return {}
-    doc = json.loads(path.read_text())
+def _labels_by_sha(doc: dict) -> dict:
+    """sha256 -> label of the models run in ``doc`` (results/real_anatomy.json)."""
     labels = {}
     for m in doc["models"]:
         card = Path(m["path"]).with_suffix(".json")
@@ -70,9 +66,8 @@ def _real_anatomy_labels() -> dict:
 
 
 def main() -> None:
-    real = C.RESULTS / "real_anatomy.json"
-    real_doc = json.loads(real.read_text()) if real.exists() else None
-    real_labels = _real_anatomy_labels()
+    real_doc = C.load_result("real_anatomy", required=False)
+    real_labels = _labels_by_sha(real_doc) if real_doc is not None else {}
     doc = C.load_result("quality")
     run_here = {m["sha256"]: m["label"] for m in doc["models"] if not m.get("carried_from")}
     for info in list_models():

@@ -5,11 +5,13 @@ Everything the scripts measure goes through the package's public API
 (``make_phantom``, ``simulate_dose``, ``anscombe``/``inverse_anscombe``, ``denoise``,
 ``load_model``/``list_models``, ``mammo_denoise.metrics``); this module adds the test protocol:
 held-out phantoms, a crop inside the breast, the reference images, the classical baselines and
-JSON output with the machine and the exact command.
+JSON output with the machine and the exact command; and what every script's command line shares
+(``parser``, ``parse_models``, ``figure``).
 """
 
 from __future__ import annotations
 
+import argparse
 import datetime as _dt
 import json
 import os
@@ -27,6 +29,7 @@ from mammo_denoise import metrics
 
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = Path(__file__).resolve().parent / "results"
+MIAS = ROOT.parent / "shared" / "data" / "mias"  # the mini-MIAS films (physics.anatomy)
 
 #: Test phantoms use seeds from here on. Training phantoms use
 #: ``SeedSequence([seed, 0x50484E, i]).generate_state(1)[0]`` (32-bit hashes, training/data.py),
@@ -50,6 +53,57 @@ SEED_TABLE1_NOTES = (
     "its output lost microcalcifications). We quote the ResNet from the text (36.18 / 0.841) and "
     "list the table's 36.08 / 0.840 / 0.041 as the unattributed fifth row. GT sigma_image = 0.042."
 )
+
+
+# ----------------------------------------------------------------------------- command line
+#: Options several scripts share. Each means the same in every script; the script gives the
+#: default (``parser(__doc__, phantoms=20)``).
+OPTIONS = {
+    "phantoms": dict(type=int, help="held-out phantoms"),
+    "size": dict(type=int, help="side of each scored square (px)"),
+    "phantom_shape": dict(type=int, nargs=2, metavar=("ROWS", "COLS"), help="phantom size (px)"),
+    "dose": dict(type=float, help="dose fraction of the noisy input"),
+    "seed0": dict(type=int, help="seed of the first held-out phantom"),
+    "models": dict(nargs="*", metavar="LABEL=PATH|NAME",
+                   help="models to score (none given: every installed and runs/ model)"),
+    "model": dict(metavar="NAME|PATH", help="the model to score (default: the installed default)"),
+    "threads": dict(type=int, help="torch threads (default: the cores this process may use)"),
+    "name": dict(help="results/NAME.json (and NAME*.png)"),
+    "mias": dict(type=Path, help="mini-MIAS folder (mdbNNN.png + annotations.txt)"),
+    "regions": dict(type=int, help="regions scored"),
+    "seed": dict(type=int, help="seed of the regions, their detectors and their noise"),
+}
+SWITCHES = {
+    "no_bm3d": "leave BM3D out",
+    "allow_untrained": "score random-init models too (smoke tests only)",
+}
+
+
+def parser(doc: str, *switches: str, **defaults) -> argparse.ArgumentParser:
+    """The script's argument parser: its docstring as help, the shared ``OPTIONS`` named in
+    ``defaults`` at those defaults and the ``SWITCHES`` named; the script adds its own after."""
+    ap = argparse.ArgumentParser(description=doc, formatter_class=argparse.RawDescriptionHelpFormatter)
+    for dest, default in defaults.items():
+        ap.add_argument("--" + dest.replace("_", "-"), default=default, **OPTIONS[dest])
+    for dest in switches:
+        ap.add_argument("--" + dest.replace("_", "-"), action="store_true", help=SWITCHES[dest])
+    return ap
+
+
+def test_seeds(args) -> list[int]:
+    """``--phantoms`` held-out phantom seeds from ``--seed0``."""
+    return [args.seed0 + i for i in range(args.phantoms)]
+
+
+def figure(*args, **kwargs):
+    """``plt.subplots(*args, **kwargs)`` drawn off-screen (no display needed); ``save_figure``
+    writes it."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt.subplots(*args, **kwargs)
 
 
 # ----------------------------------------------------------------------------- environment
@@ -181,10 +235,12 @@ def write_result(name: str, payload: dict, started: float, out_dir: Path | None 
     return path
 
 
-def load_result(name: str, out_dir: Path | None = None) -> dict:
-    """A previous ``results/<name>.json``."""
-    path = (Path(out_dir) if out_dir else RESULTS) / f"{name}.json"
+def load_result(name: str, required: bool = True) -> dict | None:
+    """A previous ``results/<name>.json`` (None if there is none and it is not ``required``)."""
+    path = RESULTS / f"{name}.json"
     if not path.exists():
+        if not required:
+            return None
         raise SystemExit(f"{path}: no such result")
     return json.loads(path.read_text())
 
@@ -261,6 +317,11 @@ def have_bm3d() -> bool:
         print("BM3D not installed: pip install bm3d  (benchmark-only, non-commercial licence); "
               "skipping the BM3D rows")
         return False
+
+
+def use_bm3d(args) -> bool:
+    """BM3D rows unless ``--no-bm3d``, if the package is installed (``have_bm3d`` says so if not)."""
+    return not args.no_bm3d and have_bm3d()
 
 
 def gaussian_anscombe(z, params, sigma: float = 1.0):
@@ -367,21 +428,23 @@ def discover_models() -> list[ModelSpec]:
     return specs
 
 
-def parse_models(items: list[str] | None) -> list[ModelSpec]:
-    """``--models name=path ...`` (a bare name or path is allowed too); default: discovered."""
+def parse_models(items: list[str] | None, allow_untrained: bool = True) -> list[ModelSpec]:
+    """``--models label=path ...`` (a bare name or path is allowed too); default: discovered.
+    Random-init models (``is_trained``) are left out unless ``allow_untrained``."""
     if not items:
-        return discover_models()
-    from mammo_denoise.models.store import _resolve  # noqa: PLC2701  (name -> path, no loading)
+        specs = discover_models()
+    else:
+        from mammo_denoise.models.store import _resolve  # noqa: PLC2701  (name -> path, no loading)
 
-    specs = []
-    for item in items:
-        label, _, path = item.partition("=")
-        if not path:
-            path = label
-            label = Path(label).stem if label.endswith(".safetensors") else label
-        resolved = _resolve(path)
-        specs.append(ModelSpec(label, str(resolved), _read_card(resolved)))
-    return specs
+        specs = []
+        for item in items:
+            label, _, path = item.partition("=")
+            if not path:
+                path = label
+                label = Path(label).stem if label.endswith(".safetensors") else label
+            resolved = _resolve(path)
+            specs.append(ModelSpec(label, str(resolved), _read_card(resolved)))
+    return specs if allow_untrained else [s for s in specs if is_trained(s)]
 
 
 def is_trained(spec: ModelSpec) -> bool:
@@ -412,16 +475,15 @@ def default_model_spec(specs: list[ModelSpec], explicit: str | None = None) -> M
     return specs[0] if specs else None
 
 
-def resolve_default_model(explicit: str | None, allow_untrained: bool) -> ModelSpec:
-    """The model a single-model benchmark scores: ``explicit`` or the installed default, trained
-    (a card with epochs) unless ``allow_untrained``; exits with a message when there is none."""
-    specs = discover_models() if not explicit else []
-    if not allow_untrained:
-        specs = [s for s in specs if is_trained(s)]
+def load_default_model(explicit: str | None, allow_untrained: bool):
+    """``(spec, denoiser)`` of the model a single-model benchmark scores: ``explicit`` or the
+    installed default, trained (a card with epochs) unless ``allow_untrained``; exits with a
+    message when there is none."""
+    specs = [] if explicit else parse_models(None, allow_untrained)
     spec = default_model_spec(specs, explicit)
     if spec is None:
         raise SystemExit("no trained model found; pass --model")
-    return spec
+    return spec, load(spec)
 
 
 def load(spec: ModelSpec):
@@ -430,13 +492,18 @@ def load(spec: ModelSpec):
     return load_model(spec.path)
 
 
-def run_model(denoiser, z, params, meta=None, tile=None):
+def load_all(specs: list[ModelSpec]) -> dict:
+    """Each model loaded, by label."""
+    return {s.label: load(s) for s in specs}
+
+
+def run_model(denoiser, z, params, tile=None):
     from mammo_denoise.inference import denoise
 
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        return np.asarray(denoise(z, model=denoiser, params=params, meta=meta, device="cpu",
-                                  tile=tile), np.float32)
+        return np.asarray(denoise(z, model=denoiser, params=params, device="cpu", tile=tile),
+                          np.float32)
 
 
 #: Real image kept around each scored crop: more than any network's receptive radius (the Eckert
@@ -468,14 +535,14 @@ def denoise_part(denoiser, part, transform, tile=None) -> np.ndarray:
                              overlap=denoiser.default_overlap)
 
 
-def run_model_on_case(denoiser, case, tile=None, low_whole=None) -> np.ndarray:
+def run_model_on_case(denoiser, case, tile=None) -> np.ndarray:
     """The network on the case's crop as ``denoise`` runs it on the whole low-dose frame: the
     frame's constants (the Anscombe shift is the median of the *whole* frame, as in training)
     and real image all around the crop, computed on the context window only. Equal to a
     whole-frame run on the crop up to float32 rounding."""
     from mammo_denoise.inference import _Transform, field_parts  # noqa: PLC2701
 
-    whole = case.low_whole if low_whole is None else low_whole
+    whole = case.low_whole
     tr = _Transform(whole, denoiser.domain, case.params, True)
     # The crop lies in the exposed field, which denoise() runs apart from the collimator strips
     # (reflected at its own border): the window stops where the field does.
@@ -493,12 +560,11 @@ def run_model_on_case(denoiser, case, tile=None, low_whole=None) -> np.ndarray:
     return out[r0 - win_r.start:r0 - win_r.start + h, c0 - win_c.start:c0 - win_c.start + w]
 
 
-def local_on_case(method, case, low_whole=None) -> np.ndarray:
+def local_on_case(method, case) -> np.ndarray:
     """A local method ``method(image, params)`` (BM3D, a Gaussian filter) on the crop's context
     window, cut back to the crop: what it gives the crop on the whole frame."""
-    whole = case.low_whole if low_whole is None else low_whole
     win, inner = context_window(case)
-    return np.asarray(method(np.ascontiguousarray(whole[win]), case.params), np.float32)[inner]
+    return np.asarray(method(np.ascontiguousarray(case.low_whole[win]), case.params), np.float32)[inner]
 
 
 GAUSSIAN = "Gaussian filter (GAT, sigma 1)"
@@ -590,6 +656,9 @@ def _annulus_fits(row, col, diameter_px, h, w) -> bool:
     return row - r_out >= 0 and col - r_out >= 0 and row + r_out + 1 <= h and col + r_out + 1 <= w
 
 
+FLAT_WIN = 32  # px: the window sigma_image is measured in
+
+
 def _flat_window(truth, region, glandular, win: int, avoid):
     """Flattest ``win x win`` window (lowest relative local std of the truth, fatty) in region."""
     from scipy import ndimage
@@ -614,9 +683,8 @@ def _flat_window(truth, region, glandular, win: int, avoid):
 
 
 def make_case(seed: int, dose: float = 0.2, phantom_shape=(1024, 1024), size: int = 512,
-              flat_win: int = 32, phantom_kw: dict | None = None, view: str | None = None,
-              input_mode: str = "thinning", crop_origin: tuple[int, int] | None = None,
-              exclude_falloff: bool = True) -> Case:
+              phantom_kw: dict | None = None, input_mode: str = "thinning",
+              crop_origin: tuple[int, int] | None = None) -> Case:
     """A held-out phantom at full dose, its ``dose`` version and the references, cropped.
 
     The low-dose input is the phantom's own full-dose image with photons removed by binomial
@@ -631,8 +699,7 @@ def make_case(seed: int, dose: float = 0.2, phantom_shape=(1024, 1024), size: in
     from mammo_denoise.physics.phantom import make_phantom
 
     kw = dict(phantom_kw or {})
-    if view is None:
-        view = "CC" if seed % 2 == 0 else "MLO"
+    view = "CC" if seed % 2 == 0 else "MLO"
     ph = make_phantom(seed=seed, shape=tuple(phantom_shape), view=view, dose=1.0, **kw)
     p = ph.params
     full = ph.noisy.astype(np.float64)
@@ -648,15 +715,13 @@ def make_case(seed: int, dose: float = 0.2, phantom_shape=(1024, 1024), size: in
         sat = truth >= ph.max_value
     else:
         raise ValueError(f"input_mode must be 'thinning' or 'fresh', got {input_mode!r}")
-    valid = ph.mask & ~sat & ~ph.pectoral
-    if exclude_falloff:
-        # Only the compressed breast: leave out the rim where the thickness falls off toward the
-        # skin line (edge_falloff_mm), whose near-open-field brightness would otherwise set the
-        # PSNR data range of the crops that touch it.
-        from scipy import ndimage
+    # Only the compressed breast: leave out the rim where the thickness falls off toward the
+    # skin line (edge_falloff_mm), whose near-open-field brightness would otherwise set the
+    # PSNR data range of the crops that touch it.
+    from scipy import ndimage
 
-        d_mm = ndimage.distance_transform_edt(ph.mask) * float(ph.meta.pixel_spacing_mm[0])
-        valid &= d_mm >= float(ph.info.get("edge_falloff_mm", 0.0))
+    d_mm = ndimage.distance_transform_edt(ph.mask) * float(ph.meta.pixel_spacing_mm[0])
+    valid = ph.mask & ~sat & ~ph.pectoral & (d_mm >= float(ph.info.get("edge_falloff_mm", 0.0)))
     H, W = valid.shape
     if size and size < min(H, W):
         r0, c0 = crop_origin if crop_origin is not None else _best_crop(valid, ph.calcifications, size)
@@ -667,8 +732,6 @@ def make_case(seed: int, dose: float = 0.2, phantom_shape=(1024, 1024), size: in
     if size and size < min(H, W):
         region = valid[sl].copy()
     else:
-        from scipy import ndimage
-
         region = ndimage.binary_erosion(valid, np.ones((9, 9), bool))
     calcs = [replace(k, row=k.row - r0, col=k.col - c0) for k in ph.calcifications
              if r0 + 6 <= k.row < r0 + h - 6 and c0 + 6 <= k.col < c0 + w - 6]
@@ -679,7 +742,7 @@ def make_case(seed: int, dose: float = 0.2, phantom_shape=(1024, 1024), size: in
     for k in calcs:
         avoid[max(int(k.row) - 12, 0):int(k.row) + 13, max(int(k.col) - 12, 0):int(k.col) + 13] = True
     t = truth[sl]
-    flat = _flat_window(t, region, ph.glandular[sl], flat_win, avoid)
+    flat = _flat_window(t, region, ph.glandular[sl], FLAT_WIN, avoid)
     rng_ = float(t[region].max() - t[region].min())
     full_mapped = p.offset + dose * (full[sl] - p.offset)
     return Case(seed=seed, dose=dose, params=p, low=low[sl].astype(np.float32),

@@ -18,7 +18,6 @@ Needs a CUDA GPU (it exits with a message otherwise); CI never runs it.
 """
 from __future__ import annotations
 
-import argparse
 import statistics
 import time
 
@@ -136,12 +135,11 @@ def layout(models) -> dict:
 
 
 def main(argv=None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap = C.parser(__doc__, models=["mammo-unet", "eckert-resnet"])
     ap.add_argument("--part", choices=["speed", "agreement", "layout", "all"], default="all")
     # 10010 and 10018: the held-out phantoms whose scored crops lie far from the frame's median
     # signal, where reduced precision costs the U-Net most (BENCHMARKS.md section 7).
     ap.add_argument("--seeds", type=int, nargs="+", default=[10000, 10001, 10010, 10018])
-    ap.add_argument("--models", nargs="+", default=["mammo-unet", "eckert-resnet"])
     args = ap.parse_args(argv)
     import torch
 

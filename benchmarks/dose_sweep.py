@@ -11,7 +11,6 @@ results/<name>.png.
 
 from __future__ import annotations
 
-import argparse
 import sys
 import time
 from pathlib import Path
@@ -25,33 +24,23 @@ DEFAULT_FRACTIONS = (0.05, 0.1, 0.2, 0.4, 0.6, 0.8)
 
 
 def main(argv=None):
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--phantoms", type=int, default=6)
-    ap.add_argument("--size", type=int, default=512)
-    ap.add_argument("--phantom-shape", type=int, nargs=2, default=(1024, 1024))
+    ap = C.parser(__doc__, "no_bm3d", "allow_untrained", phantoms=6, size=512,
+                  phantom_shape=(1024, 1024), seed0=C.TEST_SEED0, model=None, threads=None,
+                  name="dose_sweep")
     ap.add_argument("--fractions", type=float, nargs="+", default=DEFAULT_FRACTIONS)
-    ap.add_argument("--seed0", type=int, default=C.TEST_SEED0)
-    ap.add_argument("--model", help="model to sweep (name or path; default: the installed default)")
-    ap.add_argument("--no-bm3d", action="store_true")
-    ap.add_argument("--threads", type=int)
-    ap.add_argument("--name", default="dose_sweep")
-    ap.add_argument("--allow-untrained", action="store_true", help="smoke tests only")
     ap.add_argument("--replot", action="store_true", help="redraw the PNG from results/<name>.json")
     args = ap.parse_args(argv)
     if args.replot:
-        import json
-
-        doc = json.loads((C.RESULTS / f"{args.name}.json").read_text())
+        doc = C.load_result(args.name)
         print(plot(doc["rows"], doc["settings"]["fractions"], doc["methods"], args.name, doc["model"]["label"]))
         return
     started = time.perf_counter()
     threads = C.set_threads(args.threads)
 
-    spec = C.resolve_default_model(args.model, args.allow_untrained)
-    den = C.load(spec)
-    use_bm3d = not args.no_bm3d and C.have_bm3d()
+    spec, den = C.load_default_model(args.model, args.allow_untrained)
+    use_bm3d = C.use_bm3d(args)
     methods = [C.GAUSSIAN] + ([C.BM3D] if use_bm3d else []) + [spec.label]
-    seeds = [args.seed0 + i for i in range(args.phantoms)]
+    seeds = C.test_seeds(args)
     print(f"model {spec.label}; fractions {args.fractions}; {len(seeds)} phantoms; threads {threads}")
 
     rows = {}
@@ -99,12 +88,9 @@ def main(argv=None):
 
 
 def plot(rows, fractions, methods, name, model_label):
-    import matplotlib
+    from matplotlib.ticker import NullLocator
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, axes = plt.subplots(1, 2, figsize=(10, 4))
+    fig, axes = C.figure(1, 2, figsize=(10, 4))
     for ax, key, unit in ((axes[0], "psnr_gain", "PSNR gain over noisy [dB]"),
                           (axes[1], "ssim_gain", "SSIM gain over noisy")):
         for m in methods:
@@ -112,7 +98,7 @@ def plot(rows, fractions, methods, name, model_label):
             sd = np.array([rows[str(d)][m][key]["std"] for d in fractions])
             ax.errorbar(fractions, mu, yerr=sd, marker="o", capsize=3, label=m)
         ax.set_xscale("log")
-        ax.xaxis.set_minor_locator(matplotlib.ticker.NullLocator())
+        ax.xaxis.set_minor_locator(NullLocator())
         ax.set_xticks(fractions)
         ax.set_xticklabels([f"{d:g}" for d in fractions])
         ax.set_xlabel("dose fraction")

@@ -26,7 +26,6 @@ within the corner crops:
 
 from __future__ import annotations
 
-import argparse
 import sys
 import time
 from pathlib import Path
@@ -85,25 +84,16 @@ def main(argv=None):
 
     from mammo_denoise.physics.phantom import make_phantom
 
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--phantoms", type=int, default=6)
-    ap.add_argument("--phantom-shape", type=int, nargs=2, default=(1024, 1024))
-    ap.add_argument("--dose", type=float, default=0.2)
-    ap.add_argument("--seed0", type=int, default=C.TEST_SEED0 + 700)
-    ap.add_argument("--models", nargs="*", help="name=path.safetensors ... (default: every installed/runs model)")
-    ap.add_argument("--no-bm3d", action="store_true")
-    ap.add_argument("--threads", type=int)
-    ap.add_argument("--name", default="field_edge")
-    ap.add_argument("--allow-untrained", action="store_true", help="smoke tests only")
+    ap = C.parser(__doc__, "no_bm3d", "allow_untrained", phantoms=6, phantom_shape=(1024, 1024),
+                  dose=0.2, seed0=C.TEST_SEED0 + 700, models=None, threads=None, name="field_edge")
     args = ap.parse_args(argv)
     started = time.perf_counter()
     threads = C.set_threads(args.threads)
-    specs = C.parse_models(args.models)
-    specs = [s for s in specs if args.allow_untrained or C.is_trained(s)]
-    denoisers = {s.label: C.load(s) for s in specs}
-    use_bm3d = not args.no_bm3d and C.have_bm3d()
+    specs = C.parse_models(args.models, args.allow_untrained)
+    denoisers = C.load_all(specs)
+    use_bm3d = C.use_bm3d(args)
     methods = ["Noisy"] + ([C.BM3D] if use_bm3d else []) + [m + x for m in denoisers for x in ("", JOINT)]
-    seeds = [args.seed0 + i for i in range(args.phantoms)]
+    seeds = C.test_seeds(args)
     print(f"{len(seeds)} phantoms {tuple(args.phantom_shape)}, dose {args.dose}; methods {methods}; threads {threads}")
 
     per = {m: [] for m in methods}

@@ -16,7 +16,6 @@ Targets (issue 27): gain within 5 %, GAT noise within 3 % of 1, no error.
 
 from __future__ import annotations
 
-import argparse
 import sys
 import time
 import warnings
@@ -65,11 +64,8 @@ def one_region(film, k, size, grain, dark, seed):
 
 
 def main(argv=None):
-    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("--mias", type=Path, default=C.ROOT.parent / "shared" / "data" / "mias")
-    ap.add_argument("--regions", type=int, default=40)
+    ap = C.parser(__doc__, mias=C.MIAS, regions=40, seed=27)
     ap.add_argument("--sizes", type=int, nargs="+", default=[256, 512])
-    ap.add_argument("--seed", type=int, default=27)
     args = ap.parse_args(argv)
     started = time.perf_counter()
     films = read_film_folder(args.mias, split="test")

@@ -18,8 +18,9 @@ at least one diameter apart) for spots of 0.15 and 0.3 mm at contrasts of 3.5 % 
 (the same disk/annulus measure). A denoiser must not make such dots out of noise: its count
 should sit far below the noisy input's and not above BM3D's.
 
-Part 2, structure removed. On held-out phantoms (crop inside the breast) with K independent
-noise realisations ``z_k`` (``Phantom.generate_noisy``) of the same truth ``t`` at the dose,
+Part 2, structure removed (``--phantoms 0`` skips it). On held-out phantoms (crop inside the
+breast) with K independent noise realisations ``z_k`` (``Phantom.generate_noisy``) of the same
+truth ``t`` at the dose,
 the removed image is ``r_k = z_k - D(z_k)``. Since ``E[z_k] = t``,
 ``E[r_k] = t - E[D(z)] = -bias``: the mean of the removed image is the structure the denoiser
 systematically takes out; what varies around it is removed noise. Two numbers per radial band
@@ -38,7 +39,6 @@ systematically takes out; what varies around it is removed noise. Two numbers pe
 
 from __future__ import annotations
 
-import argparse
 import sys
 import time
 from pathlib import Path
@@ -202,12 +202,7 @@ def structure_part(args, den, use_bm3d, pixel_mm):
 
 
 def plot(slab, struct, name):
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, axes = plt.subplots(1, 3, figsize=(15, 4.2))
+    fig, axes = C.figure(1, 3, figsize=(15, 4.2))
     ax = axes[0]
     for label, c in slab["curves"].items():
         f, v = np.array(c["f"]), np.array(c["nnps"])
@@ -235,35 +230,26 @@ def plot(slab, struct, name):
 
 
 def main(argv=None):
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--slab", type=int, default=1024, help="flat slab side (pixels)")
     import inspect
 
     from mammo_denoise.physics.phantom import make_phantom
 
+    ap = C.parser(__doc__, "no_bm3d", "allow_untrained", dose=0.2, phantoms=3, size=256,
+                  phantom_shape=(1024, 1024), model=None, threads=None, name="nps")
+    ap.add_argument("--slab", type=int, default=1024, help="flat slab side (pixels)")
     dflt = {k: v.default for k, v in inspect.signature(make_phantom).parameters.items()}
     ap.add_argument("--photons", type=float, default=float(dflt["photons"]), help="full-dose counts per pixel")
     ap.add_argument("--gain", type=float, default=float(dflt["gain"]), help="default: make_phantom's")
     ap.add_argument("--offset", type=float, default=float(dflt["offset"]))
     ap.add_argument("--sigma-e", type=float, default=float(dflt["electronic_sigma"]))
-    ap.add_argument("--dose", type=float, default=0.2)
-    ap.add_argument("--phantoms", type=int, default=3, help="phantoms for the structure part (0: skip)")
-    ap.add_argument("--size", type=int, default=256)
-    ap.add_argument("--phantom-shape", type=int, nargs=2, default=(1024, 1024))
     ap.add_argument("--realisations", type=int, default=4)
     ap.add_argument("--bands", type=int, default=14)
-    ap.add_argument("--model", help="name or path (default: the installed default)")
-    ap.add_argument("--no-bm3d", action="store_true")
-    ap.add_argument("--threads", type=int)
-    ap.add_argument("--name", default="nps")
-    ap.add_argument("--allow-untrained", action="store_true")
     args = ap.parse_args(argv)
     started = time.perf_counter()
     threads = C.set_threads(args.threads)
-    spec = C.resolve_default_model(args.model, args.allow_untrained)
+    spec, den = C.load_default_model(args.model, args.allow_untrained)
     args.model_label = spec.label
-    den = C.load(spec)
-    use_bm3d = not args.no_bm3d and C.have_bm3d()
+    use_bm3d = C.use_bm3d(args)
     pixel_mm = 0.07
     slab = slab_part(args, den, use_bm3d, pixel_mm)
     for label, c in slab["curves"].items():

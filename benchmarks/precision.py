@@ -11,7 +11,6 @@ far from its frame's median shows what a shorter mantissa costs.
 """
 from __future__ import annotations
 
-import argparse
 import time
 
 import numpy as np
@@ -23,15 +22,12 @@ DTYPES = {"fp16": torch.float16, "bf16": torch.bfloat16}
 
 
 def main(argv=None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("--phantoms", type=int, default=20)
-    ap.add_argument("--models", nargs="+", default=["mammo-unet"])
-    ap.add_argument("--threads", type=int, default=None)
+    ap = C.parser(__doc__, phantoms=20, models=["mammo-unet"], threads=None)
     args = ap.parse_args(argv)
     C.set_threads(args.threads)
     started = time.perf_counter()
     specs = C.parse_models(args.models)
-    nets = {s.label: C.load(s) for s in specs}
+    nets = C.load_all(specs)
     rows = []
     for k in range(args.phantoms):
         case = C.make_case(C.TEST_SEED0 + k)

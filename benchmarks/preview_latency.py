@@ -11,16 +11,16 @@ benchmarks/results/preview_latency.json with the machine, date and command.
 
 from __future__ import annotations
 
-import json
 import os
-import platform
 import sys
 import tempfile
 import time
-from datetime import datetime, timezone
 from pathlib import Path
 
 import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import common as C  # noqa: E402
 
 SHAPE = (3328, 2560)
 FRACTIONS = (0.05, 0.2, 0.4, 0.6, 0.8, 0.3, 0.1, 0.9)
@@ -33,6 +33,7 @@ def main() -> None:
     from mammo_denoise.napari._widgets.dose import DoseWidget
     from mammo_denoise.physics.phantom import make_phantom
 
+    started = time.perf_counter()
     # The widget's defaults, not whatever this user's widgets remember (napari/_persist.py).
     os.environ["MAMMO_DENOISE_CONFIG_DIR"] = tempfile.mkdtemp(prefix="mammo-latency-")
     phantom = make_phantom(seed=0, shape=SHAPE, dose=1.0)
@@ -66,10 +67,6 @@ def main() -> None:
         raise SystemExit(f"zoomed view still decimated x{zoomed_step}: canvas too large for the zoom?")
     times, decimation, _ = timed(1.0)
     result = {
-        "command": "xvfb-run -a python " + " ".join(sys.argv),
-        "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-        "machine": {"cpu": platform.processor() or platform.machine(), "cores": os.cpu_count(),
-                    "load_average": list(os.getloadavg())},
         "shape": list(SHAPE),
         "decimation": decimation,
         "latency_ms": [round(1000 * t, 1) for t in times],
@@ -79,8 +76,7 @@ def main() -> None:
         "zoomed_latency_ms": [round(1000 * t, 1) for t in zoomed],
         "zoomed_median_ms": round(1000 * float(np.median(zoomed)), 1),
     }
-    out = Path(__file__).parent / "results" / "preview_latency.json"
-    out.write_text(json.dumps(result, indent=2))
+    out = C.write_result("preview_latency", result, started)
     print(f"preview latency on {SHAPE[0]}x{SHAPE[1]}: median {result['median_ms']} ms, "
           f"max {result['max_ms']} ms; zoomed in on {zoomed_shape}: median "
           f"{result['zoomed_median_ms']} ms -> {out}")

@@ -37,7 +37,6 @@ weights sha256) scores the same on every phantom, within ``CARRY_TOLERANCE_DB``.
 
 from __future__ import annotations
 
-import argparse
 import sys
 import time
 from pathlib import Path
@@ -155,20 +154,12 @@ def score(img, case: C.Case, truth_contrast, full_contrast) -> dict:
 
 
 def main(argv=None):
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--phantoms", type=int, default=20)
-    ap.add_argument("--size", type=int, default=512, help="crop side; 0 = whole phantom (breast region)")
-    ap.add_argument("--phantom-shape", type=int, nargs=2, default=(1024, 1024))
-    ap.add_argument("--dose", type=float, default=0.2)
-    ap.add_argument("--seed0", type=int, default=C.TEST_SEED0)
-    ap.add_argument("--models", nargs="*", help="name=path.safetensors ... (default: every installed/runs model)")
+    ap = C.parser(__doc__, "no_bm3d", "allow_untrained", phantoms=20, size=512,
+                  phantom_shape=(1024, 1024), dose=0.2, seed0=C.TEST_SEED0, models=None, threads=None,
+                  name="quality")
     ap.add_argument("--default-model", help="label of the model the bar applies to")
-    ap.add_argument("--no-bm3d", action="store_true")
     ap.add_argument("--tile", type=int, default=0, help="inference tile (0 = whole crop in one pass)")
-    ap.add_argument("--threads", type=int)
     ap.add_argument("--examples", type=int, default=1, help="phantoms drawn as PNG panels")
-    ap.add_argument("--name", default="quality", help="result file stem")
-    ap.add_argument("--allow-untrained", action="store_true", help="smoke tests only")
     ap.add_argument("--carry", nargs="*", default=[], metavar="LABEL",
                     help="model rows copied from the previous results/<name>.json, not run (see above)")
     ap.add_argument("--strengths", type=float, nargs="*", default=[0.9, 0.8, 0.7],
@@ -178,11 +169,10 @@ def main(argv=None):
     threads = C.set_threads(args.threads)
     previous = C.load_result(args.name) if args.carry else None
 
-    specs = C.parse_models(args.models)
-    specs = [s for s in specs if args.allow_untrained or C.is_trained(s)]
+    specs = C.parse_models(args.models, args.allow_untrained)
     default = C.default_model_spec(specs, args.default_model) if specs else None
-    use_bm3d = not args.no_bm3d and C.have_bm3d()
-    seeds = [args.seed0 + i for i in range(args.phantoms)]
+    use_bm3d = C.use_bm3d(args)
+    seeds = C.test_seeds(args)
     print(f"{len(seeds)} phantoms {args.phantom_shape}, crop {args.size}, dose {args.dose}; "
           f"models: {[s.label for s in specs]}; default: {default.label if default else None}; "
           f"threads {threads}")
@@ -196,7 +186,7 @@ def main(argv=None):
                 "metrics_source": C.METRICS_SOURCE}
     if args.carry:
         check_carry(previous, args.carry, settings, [s.label for s in specs])
-    denoisers = {s.label: C.load(s) for s in specs}
+    denoisers = C.load_all(specs)
 
     methods = ["Noisy", C.GAUSSIAN] + ([C.BM3D] if use_bm3d else []) + list(denoisers)
     refs = ["Truth (noise-free)", "Full dose (mapped to low-dose level)"]
@@ -300,11 +290,6 @@ def print_table(summary, methods, refs):
 
 
 def plot_examples(examples, name):
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
     paths = []
     for case, outs in examples:
         # Zoom on the calcification cluster if there is one, else the centre.
@@ -321,7 +306,7 @@ def plot_examples(examples, name):
         n = len(outs)
         cols = min(n, 4)
         rows = -(-n // cols)
-        fig, axes = plt.subplots(rows, cols, figsize=(3.2 * cols, 3.7 * rows))
+        fig, axes = C.figure(rows, cols, figsize=(3.2 * cols, 3.7 * rows))
         for ax in np.atleast_1d(axes).ravel():
             ax.axis("off")
         for ax, (label, img) in zip(np.atleast_1d(axes).ravel(), outs.items()):

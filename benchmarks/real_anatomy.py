@@ -32,7 +32,6 @@ cluster radius the truth's most contrasted spots (``metrics.spot_contrast_map``,
 
 from __future__ import annotations
 
-import argparse
 import hashlib
 import sys
 import time
@@ -122,7 +121,7 @@ def _start_worker(args, specs, threads):
     """Each process loads the models once (and runs single-threaded beside the others)."""
     C.set_threads(threads)
     _WORKER.update(args=args, films=read_film_folder(args.mias, split="test"),
-                   denoisers={s.label: C.load(s) for s in specs})
+                   denoisers=C.load_all(specs))
 
 
 def score_region(i: int, region) -> list[dict]:
@@ -248,14 +247,8 @@ def summarise(rows, methods):
 
 
 def main(argv=None):
-    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    p.add_argument("--mias", type=Path, default=C.ROOT.parent / "shared" / "data" / "mias",
-                   help="mini-MIAS folder (mdbNNN.png + annotations.txt)")
-    p.add_argument("--models", nargs="*", default=["default"], metavar="LABEL=PATH|NAME")
-    p.add_argument("--regions", type=int, default=40)
-    p.add_argument("--size", type=int, default=256)
+    p = C.parser(__doc__, mias=C.MIAS, models=["default"], regions=40, size=256, seed=27)
     p.add_argument("--doses", type=float, nargs="+", default=[0.1, 0.2, 0.5])
-    p.add_argument("--seed", type=int, default=27)
     p.add_argument("--true-params", action="store_true",
                    help="also run each model with the true detector parameters (as BM3D is)")
     p.add_argument("--cache", type=Path, default=None, help="folder for BM3D outputs per case")

@@ -25,7 +25,6 @@ Gains are metric(denoised) - metric(noisy) against the noise-free truth, mean +-
 
 from __future__ import annotations
 
-import argparse
 import sys
 import time
 import warnings
@@ -74,25 +73,16 @@ def presentation(z, offset, lo, hi):
 
 
 def main(argv=None):
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--phantoms", type=int, default=4)
-    ap.add_argument("--size", type=int, default=512)
-    ap.add_argument("--phantom-shape", type=int, nargs=2, default=(1024, 1024))
-    ap.add_argument("--dose", type=float, default=0.2)
-    ap.add_argument("--seed0", type=int, default=C.TEST_SEED0 + 500)
-    ap.add_argument("--model")
-    ap.add_argument("--threads", type=int)
-    ap.add_argument("--name", default="robustness")
-    ap.add_argument("--allow-untrained", action="store_true")
+    ap = C.parser(__doc__, "allow_untrained", phantoms=4, size=512, phantom_shape=(1024, 1024),
+                  dose=0.2, seed0=C.TEST_SEED0 + 500, model=None, threads=None, name="robustness")
     args = ap.parse_args(argv)
     started = time.perf_counter()
     threads = C.set_threads(args.threads)
-    spec = C.resolve_default_model(args.model, args.allow_untrained)
-    den = C.load(spec)
+    spec, den = C.load_default_model(args.model, args.allow_untrained)
     from mammo_denoise.io.meta import FOR_PRESENTATION, MG_FOR_PRESENTATION_SOP
     from mammo_denoise.physics.noise import estimate_noise_params
 
-    seeds = [args.seed0 + i for i in range(args.phantoms)]
+    seeds = C.test_seeds(args)
     print(f"model {spec.label}; {len(seeds)} phantoms; threads {threads}")
     # The same anatomy (crop) for every detector setting: chosen once at the training detector.
     origins = {sd: C.make_case(sd, args.dose, args.phantom_shape, args.size).crop[:2] for sd in seeds}
