@@ -153,6 +153,22 @@ def test_fine_tuned_model_gets_its_own_cache_entry_and_agrees(default, engine, c
     assert _agree(out, base_out, z) > 1e-4  # the tuned weights ran, not the default's cached graph
 
 
+@needs_engine
+@pytest.mark.parametrize("engine", FAST)
+def test_engine_keeps_its_own_weights_and_survives_release(engine, fresh):
+    """Fine-tuning in place after a conversion must not leak into the converted graph (its key
+    names the old weights), also when the engine rebuilds itself after release()."""
+    den = make_denoiser("unet", seed=0, base=4, depth=2).eval()
+    run = engines.load_engine(engine, den.net, den.card, threads=1)
+    x = torch.randn(1, 1, 32, 40, generator=torch.Generator().manual_seed(0))
+    before = run(x).clone()
+    with torch.no_grad():
+        for p in den.net.parameters():
+            p.mul_(2)
+    run.release()
+    torch.testing.assert_close(run(x), before, rtol=0, atol=0)
+
+
 # ----------------------------------------------------------------------------- the cache
 @needs_engine
 @pytest.mark.parametrize("engine", FAST)

@@ -591,6 +591,8 @@ def denoise(image, model="default", params=None, meta=None, device="auto", tile:
                     denoise_frame(frames[k][part], tr, denoiser, dev, tile=tile, overlap=ov,
                                   batch_size=batch_size, amp=amp, on_batch=on_batch, cancel=cancel,
                                   out=out[k][part], net=net)
+                if net is not None:
+                    net.release()  # the engine's activations, before the safeguard's frames
                 if safeguard and tr.kind == "anscombe":
                     _safeguard_frame(frames[k], out[k], tr.params, f"frame {k}: " if stack else "")
     finally:
