@@ -46,8 +46,11 @@ from mammo_denoise.errors import MammoDenoiseError
 
 ENGINES = ("auto", "torch", "openvino", "onnxruntime")
 #: What ``"auto"`` picks on the CPU, first installed wins. OpenVINO first: on this project's
-#: 2-core CPU it ran the default U-Net's 1024-px tile 2.1-2.4x faster than torch eager
-#: (channels_last), ONNX Runtime 1.8-2.2x, torch.compile 1.0x (benchmarks/speed.py).
+#: 2-core CPU (benchmarks/speed.py, 2026-12-05) the default U-Net's 900x920 tile ran 1.70x
+#: faster than torch eager channels_last when the machine was idle (96 % of the matmul peak),
+#: ONNX Runtime 1.55x (87 %), torch.compile 1.04x; under a load of 3-6 OpenVINO stayed ahead
+#: (tile 2.1-2.4x, ONNX Runtime 1.8-2.2x; full field 1.5-2.5x torch). The cpu-fast extra
+#: installs OpenVINO alone: fastest, and it needs no ONNX exporter.
 AUTO_ORDER = ("openvino", "onnxruntime")
 #: The packages each engine needs (torch's ONNX exporter needs ``onnx``), and how to get them.
 REQUIRES = {"openvino": ("openvino",), "onnxruntime": ("onnxruntime", "onnx")}
