@@ -19,7 +19,7 @@ it was loaded from, or a fine-tuned net in memory) and cached in the user cache 
 architecture, its options and every weight tensor, the engine's and torch's versions: a
 fine-tuned model gets its own entry. OpenVINO IR (.xml + .bin) and ONNX are graphs plus raw
 tensors; nothing is pickled. An entry is written to a temporary folder and renamed into place
-(atomic); an unwritable cache or an unreadable entry falls back to converting in memory.
+(atomic); an unwritable cache converts in memory, a damaged entry is converted again and replaced.
 The newest ``CACHE_KEEP`` entries per engine are kept. Converted engines are also kept in memory
 for the process (the last few models).
 """
@@ -125,7 +125,7 @@ def weights_key(net: torch.nn.Module, card: dict, engine: str) -> str:
     for k, v in sorted(net.state_dict().items()):
         t = v.detach().to("cpu").contiguous()
         h.update(f"{k}|{t.dtype}|{tuple(t.shape)}".encode())
-        h.update(t.numpy().tobytes())
+        h.update(t.reshape(-1).view(torch.uint8).numpy().tobytes())  # any dtype, raw bytes
     return h.hexdigest()[:20]
 
 
