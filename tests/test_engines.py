@@ -98,6 +98,23 @@ def test_auto_picks_the_first_installed_engine_and_reports_it(default):
     assert info["summary"] == f"{info['ran']}: {info['seconds']:.1f} s"
 
 
+@needs_engine
+def test_auto_runs_a_net_outside_the_registry_in_torch():
+    """A Denoiser around any nn.Module is converted only when an engine is named."""
+    from mammo_denoise.models import Denoiser
+
+    class Halve(torch.nn.Module):
+        receptive_radius = 0
+
+        def forward(self, x):
+            return 0.5 * x
+
+    den = Denoiser(Halve(), {"residual": True, "input_scale": 10.0, "domain": "anscombe"})
+    info = {}
+    denoise(_raw((24, 20)), den, PARAMS, device="cpu", tile=None, safeguard=False, info=info)
+    assert info["engine"] == "torch"
+
+
 # ----------------------------------------------------------------------------- same answer
 _TORCH: dict = {}  # the PyTorch references, computed once for every engine
 
