@@ -463,6 +463,7 @@ def _finetune_widget(viewer, phantom, name, epochs=1):
 
 def test_finetune_keeps_the_loss_of_the_model_it_starts_from(make_napari_viewer, phantom, model_dir):
     w = _finetune_widget(make_napari_viewer(), phantom, "my-site")
+    w.settings.objective = "seed"  # open layers are real images: auto (noisier2noise) needs the MSE
     assert w.build_config().loss == "mse+ssim"  # fresh: the first seed's
     w.settings.init, w.extra_config = "mammo-unet", {}
     assert w.build_config().loss == "mse"  # what the shipped default was trained with
@@ -489,6 +490,32 @@ def test_finetune_saves_model_seen_by_denoise(make_napari_viewer, qtbot, phantom
     assert len(w.plot.val) == 1 and len(w.plot.steps) >= 1
     assert sorted(p.name for p in model_dir.iterdir()) == [
         "my-site.json", "my-site.safetensors", "tiny.json", "tiny.safetensors"]
+
+
+def test_finetune_objective_is_auto_with_an_override_and_no_better_run_saves_nothing(
+        make_napari_viewer, qtbot, phantom, model_dir, notes):
+    viewer = make_napari_viewer()
+    w = _finetune_widget(viewer, phantom, "no-better")
+    assert w.objective_combo.currentText() == "auto" == w.settings.objective
+    config = w.build_config()  # open layers are real images, so auto picks noisier2noise
+    assert (config.objective, config.objective_auto, config.loss) == ("noisier2noise", True, "mse")
+    w.settings.objective = "seed"  # the override, as chosen in the panel
+    assert w.objective_combo.currentText() == "seed" and w.build_config().objective == "seed"
+    w.settings.dose_high = 0.8  # noisier2noise cuts the range at 50 %, in a notification
+    w.settings.objective = "auto"
+    assert w.build_config().dose_range == (0.2, 0.5)
+    assert any("dose range 0.2-0.8 cut to 0.2-0.5" in m for _, m in notes)
+    # Fine-tuning 'tiny' with a negligible learning rate cannot beat it: nothing is saved.
+    w.settings.init, w.settings.dose_high = "tiny", 0.5
+    w.extra_config = {"val_patches": 4, "patience": None, "lr": 1e-12}
+    before = {p.name: p.read_bytes() for p in model_dir.iterdir()}
+    assert w.start() is not None
+    wait_idle(qtbot, w, timeout=120_000)
+    assert {p.name: p.read_bytes() for p in model_dir.iterdir()} == before and w.saved_path is None
+    said = [m for _, m in notes if "did not improve" in m]
+    assert len(said) == 1 and said[0].startswith("Fine-tuning: fine-tuning did not improve on ")
+    assert said[0].endswith("nothing saved, existing models unchanged") and not errors(notes)
+    assert w.status.text() == "not saved: no better than the model it started from"
 
 
 def test_failing_finetune_leaves_models(make_napari_viewer, qtbot, phantom, model_dir, notes,

@@ -103,3 +103,4 @@ class FinetuneSettings:
     architecture: str = ""
     name: str = "finetuned"
     seed: int = 0
+    objective: str = "auto"  # auto / supervised / noisier2noise / seed (training.config.OBJECTIVES)

@@ -51,7 +51,7 @@ def _architectures() -> list[str]:
 class FinetuneWidget(QWidget):
     """Public attributes: ``settings`` (FinetuneSettings: source 'layers'|'folder', folder,
     dose_low, dose_high, epochs, iters_per_epoch, patch, batch_size, lr, init, architecture,
-    name, seed), ``layer_list`` (checkable image layers), ``extra_config`` (dict merged into
+    name, seed, objective), ``layer_list`` (checkable image layers), ``extra_config`` (dict merged into
     TrainConfig, e.g. ``{"arch_kwargs": ..., "val_patches": ...}``), ``plot``, ``progress_bar``,
     ``task`` (its BackgroundTask), ``worker``, ``saved_path``, ``history`` (progress messages
     received);
@@ -99,6 +99,13 @@ class FinetuneWidget(QWidget):
         self.arch_combo = QComboBox()
         self.arch_combo.addItems(_architectures())
         self.name_edit = QLineEdit()
+        # What open layers or folders (real noisy images, no clean truth) are trained against:
+        # auto = noisier2noise for them, supervised for noise-free data (training.TrainConfig).
+        self.objective_combo = QComboBox()
+        self.objective_combo.addItems(["auto", "supervised", "noisier2noise", "seed"])
+        self.objective_combo.setToolTip(
+            "auto: noisier2noise on real images (unbiased without a clean image, doses up to 50 %); "
+            "seed: the full-dose image as target (Eckert et al. 2019), which keeps part of the noise")
 
         self.start_button, self.cancel_button, buttons, self.progress_bar, self.status = run_controls(
             "Start", self.start)
@@ -121,6 +128,7 @@ class FinetuneWidget(QWidget):
         form.addRow("start from", self.init_combo)
         form.addRow("architecture", self.arch_combo)
         form.addRow("new model name", self.name_edit)
+        form.addRow("advanced: objective", self.objective_combo)
         layout = QVBoxLayout(self)
         layout.addLayout(form)
         layout.addLayout(buttons)
@@ -140,6 +148,7 @@ class FinetuneWidget(QWidget):
         bind(self.lr_spin, self.settings, "lr")
         bind(self.seed_spin, self.settings, "seed")
         bind(self.name_edit, self.settings, "name")
+        bind(self.objective_combo, self.settings, "objective")
         if self.arch_combo.findText(self.settings.architecture) < 0:
             self.settings.architecture = self.arch_combo.currentText()
         bind(self.arch_combo, self.settings, "architecture")
@@ -300,6 +309,7 @@ class FinetuneWidget(QWidget):
             batch_size=int(s.batch_size),
             lr=float(s.lr),
             seed=int(s.seed),
+            objective=s.objective or "auto",
             name=name,
             command="napari-mammo-denoise fine-tune widget",
         )
@@ -309,7 +319,14 @@ class FinetuneWidget(QWidget):
             # folder only ever gains the finished model.
             self._ckpt_dir = tempfile.mkdtemp(prefix="mammo-denoise-finetune-")
             kw["checkpoint"] = Path(self._ckpt_dir) / f"{name}.ckpt"
-        return TrainConfig(**kw)
+        import warnings
+
+        with warnings.catch_warnings(record=True) as caught:  # said as notifications, once
+            warnings.simplefilter("always", UserWarning)
+            config = TrainConfig(**kw)
+        for w in caught:
+            report_info(f"Fine-tune: {w.message}")
+        return config
 
     def start(self):
         """Validate, then run ``train()`` in a worker; returns the worker (None on bad input)."""
@@ -330,9 +347,12 @@ class FinetuneWidget(QWidget):
         def work():
             from mammo_denoise import training
 
-            path = yield from iterate_progress(
-                lambda progress: training.train(config, progress=progress, cancel=cancel)
-            )
+            try:
+                path = yield from iterate_progress(
+                    lambda progress: training.train(config, progress=progress, cancel=cancel)
+                )
+            except training.NotImproved as exc:  # an outcome, not a failure: said plainly
+                return {"not_improved": str(exc)}  # (a returned exception would be re-raised)
             return path
 
         self.progress_bar.setRange(0, config.epochs * config.iters_per_epoch)
@@ -377,6 +397,12 @@ class FinetuneWidget(QWidget):
             self.saved_path = Path(msg.path)
 
     def _on_returned(self, path):
+        if isinstance(path, dict) and "not_improved" in path:  # nothing written: models unchanged
+            self.saved_path = None
+            self.plot.redraw()
+            report_info(f"Fine-tuning: {path['not_improved']}")
+            self.status.setText("not saved: no better than the model it started from")
+            return
         self.saved_path = Path(path) if path is not None else self.saved_path
         self.plot.redraw()
         MODELS.refresh()  # every model list (Denoise, start-from) shows it at once
