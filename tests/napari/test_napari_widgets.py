@@ -574,6 +574,7 @@ def test_widget_settings_are_remembered_between_sessions(make_napari_viewer, mod
     f.settings.epochs = 7
     f.settings.folder = "/data/curated"
     f.settings.name = "mine"
+    f.settings.objective = "seed"
 
     # A new session: the choices made once are back, in the settings and on screen ...
     w2, d2, f2 = DenoiseWidget(viewer), DoseWidget(viewer), FinetuneWidget(viewer)
@@ -582,6 +583,7 @@ def test_widget_settings_are_remembered_between_sessions(make_napari_viewer, mod
     assert (f2.settings.epochs, f2.settings.folder) == (7, "/data/curated")
     # ... what belongs to one image or one reading is not.
     assert w2.settings.strength == 100 and d2.settings.gain == 1.0 and f2.settings.name == "finetuned"
+    assert f2.settings.objective == f2.objective_combo.currentText() == "auto"  # an override is per session
 
 
 @pytest.mark.parametrize("text", ["not json", '["a list"]', '{"denoise": {"tile": "big", "device": "cpu"}}'])

@@ -63,7 +63,8 @@ class FinetuneWidget(QWidget):
         super().__init__(parent)
         self.viewer = napari_viewer
         self.settings = FinetuneSettings()
-        remember(self.settings, "finetune", skip=("name",))
+        # The objective override is not remembered: every session starts from auto.
+        remember(self.settings, "finetune", skip=("name", "objective"))
         self.extra_config: dict = {}
         self.saved_path: Path | None = None
         self.history: list = []
