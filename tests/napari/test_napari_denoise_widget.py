@@ -50,3 +50,24 @@ def test_a_ct_layer_is_refused_with_one_line_naming_the_file(make_napari_viewer,
     assert _errors(notes) == ["Denoise: /data/head.dcm: modality CT: the denoising models are made "
                               "for mammograms and radiographs (MG, DX, CR), not CT images"]
     assert "head denoised" not in viewer.layers
+
+
+@pytest.mark.parametrize("engine", ["torch", "openvino"])
+def test_the_status_line_and_the_layer_say_which_engine_ran_where_and_how_long(
+        make_napari_viewer, qtbot, phantom, model_dir, engine):
+    import re
+
+    if engine != "torch":
+        pytest.importorskip(engine)
+    viewer = make_napari_viewer()
+    src = viewer.add_image(phantom.noisy, **image_layer_kwargs(phantom.noisy, phantom.meta,
+                                                              params=phantom.params))
+    w = _widget(viewer)
+    w.engine_combo.setCurrentText(engine)  # Advanced → CPU engine
+    assert w.settings.engine == engine
+    w.layer_combo.layer = src
+    w.run()
+    qtbot.waitUntil(lambda: w.worker is None, timeout=WAIT)
+    ran = rf"{engine} on cpu, \d+ threads?: \d+\.\d s"
+    assert re.fullmatch(rf"added '{src.name} denoised': {ran}", w.status.text()), w.status.text()
+    assert re.fullmatch(ran, w.last_layer.metadata["ran"])

@@ -70,6 +70,7 @@ def default_model_name() -> str | None:
 class DenoiseSettings:
     model: str = ""
     device: str = "auto"  # auto / cpu / cuda
+    engine: str = "auto"  # engines.ENGINES: what runs the network on the CPU
     tile: int = 1024  # inference.DEFAULT_TILE (not imported: this module stays torch-free)
     overlap: int = -1  # -1: the model's seamless default
     batch_size: int = 0  # 0: the core's choice (1 on CPU, 2 on a GPU)

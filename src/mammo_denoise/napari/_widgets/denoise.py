@@ -24,6 +24,7 @@ from ._bind import bind
 from ._common import BackgroundTask, LayerCombo, report_error, run_controls
 
 DEVICES = ("auto", "cpu", "cuda")
+ENGINES = ("auto", "torch", "openvino", "onnxruntime")  # engines.ENGINES (not imported: torch-free)
 
 
 def model_summary(info) -> str:
@@ -36,7 +37,7 @@ def model_summary(info) -> str:
 
 
 class DenoiseWidget(QWidget):
-    """Public attributes: ``settings`` (DenoiseSettings: model, device, tile, overlap,
+    """Public attributes: ``settings`` (DenoiseSettings: model, device, engine, tile, overlap,
     batch_size, strength), ``layer_combo`` (``.layer``), ``model_combo``, ``progress_bar``,
     ``task`` (its BackgroundTask), ``worker`` (the running worker or None), ``last_layer`` (the
     layer the last run added);
@@ -90,12 +91,19 @@ class DenoiseWidget(QWidget):
         self.batch_spin = QSpinBox()
         self.batch_spin.setRange(0, 64)
         self.batch_spin.setSpecialValueText("auto")
+        self.engine_combo = QComboBox()
+        self.engine_combo.addItems(ENGINES)
+        self.engine_combo.setToolTip(
+            "what runs the network on the CPU; the same result with each. auto: OpenVINO when "
+            'installed (pip install "napari-mammo-denoise[cpu-fast]"), else ONNX Runtime, else '
+            "PyTorch; a GPU always runs PyTorch")
         self.advanced = QCollapsible("Advanced")
         adv = QWidget()
         adv_form = QFormLayout(adv)
         adv_form.addRow("tile (px)", self.tile_spin)
         adv_form.addRow("overlap (px)", self.overlap_spin)
         adv_form.addRow("batch size", self.batch_spin)
+        adv_form.addRow("CPU engine", self.engine_combo)
         self.advanced.addWidget(adv)
 
         self.run_button, self.cancel_button, buttons, self.progress_bar, self.status = run_controls(
@@ -121,6 +129,7 @@ class DenoiseWidget(QWidget):
         bind(self.overlap_spin, self.settings, "overlap")
         bind(self.batch_spin, self.settings, "batch_size")
         bind(self.device_combo, self.settings, "device")
+        bind(self.engine_combo, self.settings, "engine")
         bind(self.strength_spin, self.settings, "strength")
         self.settings.events.strength.connect(self._apply_strength)
         MODELS.changed.connect(self._on_models_changed)
@@ -196,6 +205,7 @@ class DenoiseWidget(QWidget):
         s = self.settings
         kwargs = dict(
             device=s.device,
+            engine=s.engine,
             tile=int(s.tile),
             overlap=None if s.overlap < 0 else int(s.overlap),
             batch_size=None if s.batch_size < 1 else int(s.batch_size),
@@ -218,6 +228,8 @@ class DenoiseWidget(QWidget):
                     yield Progress(0, 1, "estimating noise parameters")
                     p = estimate_noise_params(data) if data.ndim == 2 else [estimate_noise_params(f) for f in data]
 
+                ran: dict = {}  # filled by denoise: engine, device, threads, seconds, summary
+
                 def call(progress):
                     return inference.denoise(
                         data,
@@ -226,13 +238,14 @@ class DenoiseWidget(QWidget):
                         meta=meta,
                         progress=lambda done, total: progress(Progress(int(done), int(total))),
                         cancel=cancel,
+                        info=ran,
                         **kwargs,
                     )
 
                 out = yield from iterate_progress(call)
             for text in notes:
                 yield Note(source, text)
-            return np.asarray(out, dtype=np.float32), data, p
+            return np.asarray(out, dtype=np.float32), data, p, ran
 
         self.progress_bar.setRange(0, 0)  # busy until the first tile is done
         return self.task.start(
@@ -260,7 +273,7 @@ class DenoiseWidget(QWidget):
     def _on_returned(self, layer, model, result):
         if self.task.cancelled():
             return  # cancelled after the last tile: still no partial/unwanted layer
-        full, noisy, params = result
+        full, noisy, params, ran = result
         name = f"{layer.name} denoised"
         derivation = f"denoised with model '{model}' (napari-mammo-denoise)"
         out, text = self._at_strength(noisy, full, derivation)
@@ -273,12 +286,14 @@ class DenoiseWidget(QWidget):
         else:
             target = add_image(self.viewer, out, derived_kwargs(layer, name, text, params))
         target.metadata["model"] = model
+        target.metadata["ran"] = ran.get("summary", "")
         if params is not None:
             layer.metadata.setdefault(PARAMS_KEY, params)
         self.last_layer = target
         self._last_run = (layer, target, noisy, full, derivation)
         self._completed = True
-        self.status.setText(f"added '{target.name}'")
+        self.status.setText(f"added '{target.name}': {ran['summary']}" if ran.get("summary")
+                            else f"added '{target.name}'")
 
     def _at_strength(self, noisy, full, derivation):
         """The result at the current strength, and the derivation text that says so."""
