@@ -145,7 +145,8 @@ def test_objective_is_chosen_from_the_data_with_an_override():
     assert TrainConfig(phantoms=2).objective == "supervised"
     with pytest.warns(UserWarning) as rec:
         cfg = TrainConfig(images=img, dose_range=(0.1, 0.8))
-    assert (cfg.objective, cfg.objective_auto, cfg.loss, cfg.dose_range) == ("noisier2noise", True, "mse", (0.1, 0.5))
+    assert (cfg.objective, cfg.objective_auto) == ("noisier2noise", True)
+    assert (cfg.loss, cfg.dose_range) == ("mse", (0.1, 0.5))
     assert str(rec[0].message) == ("noisier2noise trains at doses up to 0.5 (its corrected target's noise "
                                    "grows like d/(1-d)): dose range 0.1-0.8 cut to 0.1-0.5")
     assert TrainConfig(images=img, objective="seed").loss == "mse+ssim"
