@@ -11,7 +11,8 @@ from mammo_denoise.metrics import psnr
 from mammo_denoise.physics.noise import estimate_noise_params
 from mammo_denoise.physics.params import NoiseParams
 from mammo_denoise.physics.phantom import make_phantom
-from mammo_denoise.safeguard import NoiseModelMismatch, check_removed, safeguard
+from mammo_denoise.safeguard import (CORRELATION_MAX, CORRELATION_MIN, NoiseModelMismatch, check_removed,
+                                     safeguard)
 
 CROP = (slice(160, 416), slice(40, 296))  # inside the breast of a 512 x 512 CC phantom
 
@@ -104,3 +105,123 @@ def test_denoise_warns_per_frame_and_applies_the_safeguard(phantom):
     # blended toward the input, never past it
     between = (out - z) * (raw - z)
     assert between.min() >= -1e-3 and np.all(np.abs(out - z) <= np.abs(raw - z) + 1e-3)
+
+
+# -- a model fine-tuned on a correlated detector (issue #25): judged against its trained-for noise
+
+RHO = 0.3
+
+
+@pytest.fixture(scope="module")
+def correlated(phantom):
+    """The phantom's anatomy through an indirect detector (quantum noise correlation 0.3), its
+    noise-free mean (an oracle denoiser's output) and noise parameters fitted to it, as
+    ``denoise`` and fine-tuning fit them."""
+    from mammo_denoise.physics.correlation import correlated_detector_image
+
+    _, truth, params = phantom
+    lam = (truth.astype(np.float64) - params.offset) / params.gain
+    z = correlated_detector_image(lam, params, 1.0, rng=25, rho1=RHO).astype(np.float64)
+    return z, truth.astype(np.float64), estimate_noise_params(z, warn=False)
+
+
+def _trained_for():
+    """What a fine-tuned card records for this detector: the fit reads the noise from second
+    differences, which correlated noise passes 0.37 times, so in the fitted parameters' GAT
+    domain the pixel variance is 1 / 0.37 (2.72 in benchmarks/finetune_real.py's card)."""
+    from mammo_denoise.physics.correlation import NoiseCorrelation, second_difference_factor
+
+    return NoiseCorrelation(1.0 / second_difference_factor(RHO, RHO), RHO, RHO)
+
+
+def test_oracle_on_a_correlated_detector_is_flagged_without_its_expected_noise(correlated):
+    z, clean, fitted = correlated
+    check, strength = check_removed(z, clean, fitted)
+    assert check.correlation_ratio > CORRELATION_MAX
+    assert any("correlated between neighbouring pixels" in p for p in check.problems), check
+    assert check.lowered_fraction > 0.5 and strength.mean() < 0.8  # the fine-tune defeated
+
+
+def test_oracle_on_a_correlated_detector_fits_its_expected_noise(correlated):
+    z, clean, fitted = correlated
+    out, check = safeguard(z, clean, fitted, _trained_for())
+    assert check.fits, check.problems
+    assert check.input_sigma == pytest.approx(1.0, abs=0.05)
+    assert check.correlation_ratio == pytest.approx(1.0, abs=0.08)
+    assert check.lowered_fraction == 0.0 and check.mean_strength == 1.0
+    np.testing.assert_array_equal(out, clean.astype(np.float32))  # not blended at all
+    # (rho_x, rho_y, variance) says the same
+    e = _trained_for()
+    assert check_removed(z, clean, fitted, (e.rho_x, e.rho_y, e.variance))[0] == check
+
+
+def test_white_noise_against_a_correlated_expectation_is_flagged(phantom):
+    z, truth, params = phantom
+    fitted = estimate_noise_params(z, warn=False)
+    check, _ = check_removed(z, truth, fitted, _trained_for())
+    assert check.correlation_ratio < CORRELATION_MIN
+    assert any("less correlated" in p for p in check.problems), check
+
+
+@pytest.mark.parametrize("factor", [3.0, 1 / 3.0])
+def test_wrong_gain_is_flagged_against_a_correlated_expectation(correlated, factor):
+    z, clean, fitted = correlated
+    wrong = NoiseParams(fitted.offset, factor * fitted.gain, fitted.electronic_sigma)
+    check, _ = check_removed(z, clean, wrong, _trained_for())
+    assert any("the input's noise is" in p for p in check.problems), check
+
+
+def test_white_unit_expectation_is_the_white_noise_check(phantom):
+    from mammo_denoise.physics.correlation import NoiseCorrelation
+
+    z, _, params = phantom
+    raw = _denoised(z, params)
+    check, strength = check_removed(z, raw, params)
+    for white in (NoiseCorrelation(), (0.0, 0.0, 1.0)):
+        c, s = check_removed(z, raw, params, white)
+        assert c == check
+        np.testing.assert_array_equal(s, strength)
+
+
+def _with_card_noise(noise_used):
+    import copy
+
+    from mammo_denoise.models import load_model
+
+    den = copy.deepcopy(load_model("default"))
+    den.card = {**den.card, "training": {"data": {"real": {"noise_used": noise_used}}}}
+    return den
+
+
+def test_trained_noise_is_read_from_a_fine_tuned_card_only():
+    from mammo_denoise.models import load_model
+
+    assert load_model("default").trained_noise is None  # the shipped default: white, as before
+    got = _with_card_noise({"neighbour_correlation_x": 0.3, "neighbour_correlation_y": 0.28,
+                            "variance_gat": [2.6, 2.8, 2.7]}).trained_noise
+    assert (got.rho_x, got.rho_y, got.variance) == (0.3, 0.28, 2.7)
+    for used in ("white (neighbour correlation below 0.15)", {"neighbour_correlation_x": 0.3},
+                 {"neighbour_correlation_x": 0.0, "neighbour_correlation_y": 0.0, "variance_gat": 1.0},
+                 {"neighbour_correlation_x": 0.3, "neighbour_correlation_y": 0.3, "variance_gat": -1},
+                 {"neighbour_correlation_x": 0.3, "neighbour_correlation_y": 0.3, "variance_gat": []}):
+        assert _with_card_noise(used).trained_noise is None, used
+
+
+def test_denoise_judges_a_fine_tuned_model_against_its_card(correlated):
+    z, _, fitted = correlated
+    e = _trained_for()
+    den = _with_card_noise({"neighbour_correlation_x": e.rho_x, "neighbour_correlation_y": e.rho_y,
+                            "variance_gat": [e.variance]})
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        raw = denoise(z, model=den, params=fitted, device="cpu", engine="torch", safeguard=False)
+    said = {}
+    for name, model in (("card", den), ("white", _with_card_noise("white"))):
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            out = denoise(z, model=model, params=fitted, device="cpu", engine="torch")
+        said[name] = " ".join(str(w.message) for w in caught if w.category is NoiseModelMismatch)
+        # what denoise returns is the network's output through safeguard() with the card's noise
+        np.testing.assert_array_equal(out, safeguard(z, raw, fitted, model.trained_noise)[0])
+    assert "correlated between neighbouring pixels" in said["white"]
+    assert "correlated between neighbouring pixels" not in said["card"], said["card"]

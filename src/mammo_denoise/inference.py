@@ -495,6 +495,8 @@ def denoise(image, model="default", params=None, meta=None, device="auto", tile:
         (``mammo_denoise.safeguard``): where it removed more than the noise allows the result is
         blended back toward the input, and a frame whose noise does not fit the model gets a
         ``NoiseModelMismatch`` warning saying what was measured. False: the network's output.
+        A model fine-tuned on a correlated detector is judged against the noise its card
+        records (``Denoiser.trained_noise``), every other model against white noise.
     engine : what runs the network on the CPU (``mammo_denoise.engines``): "auto" (OpenVINO,
         else ONNX Runtime, when installed, else PyTorch), "torch", "openvino", "onnxruntime".
         Other devices always use "torch". Under "auto" only the registry's architectures are
@@ -597,7 +599,8 @@ def denoise(image, model="default", params=None, meta=None, device="auto", tile:
                         # before the safeguard's frames come, so the two peaks don't add up; it
                         # rebuilds them on its next call (~0.15 s on a full field).
                         net.release()
-                    _safeguard_frame(frames[k], out[k], tr.params, f"frame {k}: " if stack else "")
+                    _safeguard_frame(frames[k], out[k], tr.params, f"frame {k}: " if stack else "",
+                                     denoiser.trained_noise)
     finally:
         denoiser.train(was_training)
         if net is not None:
@@ -611,12 +614,15 @@ def denoise(image, model="default", params=None, meta=None, device="auto", tile:
     return out if stack else out[0]
 
 
-def _safeguard_frame(frame: np.ndarray, out: np.ndarray, params, label: str) -> None:
+def _safeguard_frame(frame: np.ndarray, out: np.ndarray, params, label: str,
+                     expected_noise=None) -> None:
     """``out`` blended back toward ``frame`` where it removed more than noise (in place), with a
-    warning when the frame's noise does not fit the model (mammo_denoise.safeguard)."""
+    warning when the frame's noise does not fit the model (mammo_denoise.safeguard).
+    ``expected_noise``: the correlated noise a fine-tuned model's card says it was trained for
+    (``Denoiser.trained_noise``); None: white unit noise, as the shipped models."""
     from mammo_denoise.safeguard import NoiseModelMismatch, safeguard
 
-    out[...], check = safeguard(frame, out, params)
+    out[...], check = safeguard(frame, out, params, expected_noise)
     if check.problems:
         warnings.warn(NoiseModelMismatch(f"{label}noise model mismatch: {check.summary()}"),
                       stacklevel=3)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 
+import numpy as np
 import torch
 from torch import nn
 from torch.nn import functional as F
@@ -76,6 +77,29 @@ class Denoiser(nn.Module):
     @property
     def highpass_sigma(self) -> float:
         return float(self.card.get("input_highpass") or 0.0)
+
+    @property
+    def trained_noise(self):
+        """The correlated detector noise this model was fine-tuned for (issue #25), a
+        ``physics.correlation.NoiseCorrelation`` in the GAT domain of the noise parameters its
+        training images had (fitted, as ``denoise`` fits them, unless given), from the card's
+        ``training.data.real.noise_used``; None when the card records
+        none, white noise or something unreadable: the safeguard then expects white unit noise,
+        as for the shipped models."""
+        from mammo_denoise.physics.correlation import NoiseCorrelation
+
+        try:
+            used = self.card["training"]["data"]["real"]["noise_used"]
+            rho_x = float(used["neighbour_correlation_x"])
+            rho_y = float(used["neighbour_correlation_y"])
+            v = used["variance_gat"]  # per training image: the typical one judges a new image
+            vs = [float(x) for x in (v if isinstance(v, (list, tuple)) else [v])]
+            variance = float(np.median(vs)) if vs else float("nan")
+        except (KeyError, TypeError, ValueError):  # a string ("white ...") or no record
+            return None
+        if not (np.isfinite([rho_x, rho_y, variance]).all() and variance > 0) or rho_x == rho_y == 0.0:
+            return None
+        return NoiseCorrelation(variance, rho_x, rho_y)
 
     @property
     def receptive_radius(self) -> int:
