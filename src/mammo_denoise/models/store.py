@@ -118,12 +118,13 @@ def card_summary(card: dict) -> str:
     phantoms = any(d.get("phantoms") for d in datas)
     files = {f for d in datas for f in (d.get("files") or [])}
     n_images = len(files) + sum(int(d.get("images") or 0) for d in datas)
-    if phantoms and n_images:
-        parts.append(f"trained on synthetic phantoms and {n_images} images")
-    elif phantoms:
+    anatomy = next((d["anatomy"] for d in datas if d.get("anatomy")), None)
+    seen = ([f"mini-MIAS anatomy ({anatomy.get('train_women')} women, research use only)"] if anatomy else []) \
+        + (["synthetic phantoms"] if phantoms else []) + ([f"{n_images} images"] if n_images else [])
+    if seen == ["synthetic phantoms"]:
         parts.append("trained on synthetic phantoms only")
-    elif n_images:
-        parts.append(f"trained on {n_images} images")
+    elif seen:
+        parts.append("trained on " + (", ".join(seen[:-1]) + " and " if len(seen) > 1 else "") + seen[-1])
     init = stages[0].get("init")
     if init:
         parts[-1:] = [", ".join(parts[-1:] + [f"from {Path(str(init)).stem}"])]
@@ -140,7 +141,12 @@ def card_summary(card: dict) -> str:
         if held.get("calc_contrast_ratio") is not None:
             line += f", calcification contrast {held['calc_contrast_ratio']:.2f}"
         parts.append(line)
-    elif metrics.get("val_psnr") is not None:
+    real = metrics.get("held_out_real_anatomy")
+    if isinstance(real, dict) and (real.get("smoothed") or {}).get("psnr_minus_bm3d_db") is not None:
+        parts.append(f"held-out women at dose {real.get('dose'):g}: "
+                     f"{real['smoothed']['psnr_minus_bm3d_db']:+.2f} dB over BM3D without film grain, "
+                     f"{real['film']['psnr_minus_bm3d_db']:+.2f} dB on the film")
+    if held is None and real is None and metrics.get("val_psnr") is not None:
         parts.append(f"validation PSNR {metrics['val_psnr']:.1f} dB (noisy {metrics.get('val_psnr_noisy', float('nan')):.1f})")
     return "; ".join(parts)
 
