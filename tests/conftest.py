@@ -14,3 +14,14 @@ def _engine_cache_in_a_temporary_folder(tmp_path_factory):
     mp.setenv(engines.ENV_CACHE_DIR, str(tmp_path_factory.mktemp("engine-cache")))
     yield
     mp.undo()
+
+
+@pytest.fixture
+def one_torch_thread():
+    """Tiny networks on the small shared CI machine gain nothing from more threads."""
+    import torch
+
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)

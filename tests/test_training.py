@@ -23,13 +23,7 @@ PARAMS = NoiseParams(offset=50.0, gain=2.0, electronic_sigma=3.0)
 TINY_NET = {"base": 4, "depth": 2}
 
 
-@pytest.fixture(autouse=True)
-def _few_threads():
-    # The CI machine is small and shared; tiny convolutions gain nothing from more threads.
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def tiny(tmp_path, **kw) -> TrainConfig:

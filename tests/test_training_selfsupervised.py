@@ -8,7 +8,6 @@ import warnings
 
 import numpy as np
 import pytest
-import torch
 
 from mammo_denoise.errors import MammoDenoiseError
 from mammo_denoise.physics.anscombe import anscombe, expected_anscombe
@@ -24,12 +23,7 @@ from mammo_denoise.training.data import PatchSampler, Source
 PARAMS = NoiseParams(offset=60.0, gain=1.5, electronic_sigma=6.0)
 
 
-@pytest.fixture(autouse=True)
-def _few_threads():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 @pytest.fixture(scope="module")
