@@ -17,7 +17,8 @@ temporary folder, so conversion is timed cold):
   best and median seconds, GFLOP/s = 2 * conv MACs / time, fraction of the matmul peak, and the
   one-off conversion / compile time;
 - whole-image denoising of a 3328x2560 phantom (default tiling, true NoiseParams) per model and
-  per engine (``denoise(..., engine=)``; engines interleaved per repeat), with the safeguard (what
+  per engine (``denoise(..., engine=)``; engines interleaved per repeat, each run in a fresh
+  process), with the safeguard (what
   a user waits for) and without it (the network pass); models above --extrapolate-above are
   timed once on a 1024x1024 region and scaled by the pixels computed; marked "extrapolated"):
   seconds, tiles/s, and the achieved GFLOP/s = 2 * conv MACs of all tiles processed
@@ -44,6 +45,7 @@ temporary folder, so conversion is timed cold):
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import math
 import os
@@ -130,6 +132,28 @@ def child_memory(h, w, model, threads, tile, engine="torch"):
     print(json.dumps({"shape": [h, w], "engine": engine, "rss_before_mb": base_now, "setup_peak_mb": setup_peak,
                       "peak_rss_mb": peak, "peak_reset_ok": reset, "tracemalloc_peak_mb": tm_peak / 2**20,
                       "image_float32_mb": h * w * 4 / 2**20, "seconds": secs}))
+
+
+def child_timing(image_npy, params, model, threads, tile, engine, repeats, scale):
+    """One engine's crop / full-field / network-pass times in a process of its own: in one process
+    the other engines' worker threads keep a core busy after they return, which slowed PyTorch's
+    full field 2.3x in a run of 2026-12-05. ``scale`` > 0: the image is a region of the full
+    field, and its times are scaled by ``scale`` (the pixels the network computes)."""
+    C.set_threads(threads)
+    from mammo_denoise.physics.params import NoiseParams
+
+    den = C.load(C.ModelSpec("m", model, {}))
+    z = np.load(image_npy)
+    p = NoiseParams(**params)
+    crop = z[z.shape[0] // 2 - 256:z.shape[0] // 2 + 256, :512] if min(z.shape) >= 1024 else z[:512, :512]
+    time_model(den, crop[:128, :128], p, tile, engine)  # set-up, not measured: conversion, first kernels
+    rows = {"crop": [], "full": [], "net": []}
+    for _ in range(repeats):
+        rows["crop"].append(time_model(den, crop, p, tile, engine)[0])
+        region = z[:1024, :1024] if scale else z
+        rows["full"].append(time_model(den, region, p, tile, engine)[0] * (scale or 1.0))
+        rows["net"].append(time_model(den, region, p, tile, engine, safeguard=False)[0] * (scale or 1.0))
+    print(json.dumps(rows))
 
 
 # ----------------------------------------------------------------------------- parts
@@ -490,7 +514,13 @@ def main(argv=None):
     ap.add_argument("--child-mem", type=int, nargs=2, help=argparse.SUPPRESS)
     ap.add_argument("--child-model", help=argparse.SUPPRESS)
     ap.add_argument("--child-engine", default="torch", help=argparse.SUPPRESS)
+    ap.add_argument("--child-timing", nargs=4, help=argparse.SUPPRESS)  # image.npy params.json repeats scale
     args = ap.parse_args(argv)
+    if args.child_timing:
+        npy, prm, reps, scale = args.child_timing
+        child_timing(npy, json.loads(prm), args.child_model, args.threads, args.tile, args.child_engine,
+                     int(reps), float(scale))
+        return
     if args.child_mem:
         child_memory(*args.child_mem, args.child_model, args.threads, args.tile, args.child_engine)
         return
@@ -533,6 +563,8 @@ def main(argv=None):
     res["phantom_generation_s"] = t()
     z, p = ph.noisy, ph.params
     res["full_shape"] = list(z.shape)
+    image_npy = Path(tempfile.mkdtemp(prefix="mammo-speed-")) / "full_field.npy"
+    np.save(image_npy, z)  # the timing children read the same image
     crop = z[:512, :512] if min(z.shape) < 1024 else z[z.shape[0] // 2 - 256:z.shape[0] // 2 + 256, :512]
 
     res["dose"] = dose_timings(z, p, args.repeats)
@@ -550,23 +582,18 @@ def main(argv=None):
             tiles[s.label] = tile_bench(den, shape, args.repeats, threads, not args.no_compile, peak)
         computed = computed_pixels(den, z.shape, args.tile)
         region = z[:1024, :1024]
-        rows = {}
-        for e in engine_names:
-            C.run_model(den, crop[:128, :128], p) if e == "torch" else \
-                time_model(den, crop[:128, :128], p, args.tile, engine=e)  # warm-up (converts)
-            rows[e] = {"crop": [], "full": [], "net": []}
+        scale = computed / computed_pixels(den, region.shape, args.tile) if heavy else 0.0
+        rows = {e: {"crop": [], "full": [], "net": []} for e in engine_names}
         for _ in range(1 if heavy else args.full_repeats):
-            for e in engine_names:  # interleaved: a load change hits every engine alike
-                rows[e]["crop"].append(time_model(den, crop, p, args.tile, e)[0])
-                if heavy:
-                    # Too slow to run whole: a 1024x1024 region, scaled by the pixels the network
-                    # computes (tiles x tile area; the cost per computed pixel is constant).
-                    scale = computed / computed_pixels(den, region.shape, args.tile)
-                    rows[e]["full"].append(time_model(den, region, p, args.tile, e)[0] * scale)
-                    rows[e]["net"].append(time_model(den, region, p, args.tile, e, safeguard=False)[0] * scale)
-                else:
-                    rows[e]["full"].append(time_model(den, z, p, args.tile, e)[0])
-                    rows[e]["net"].append(time_model(den, z, p, args.tile, e, safeguard=False)[0])
+            for e in engine_names:  # interleaved, each in a fresh process (child_timing)
+                cmd = [sys.executable, str(Path(__file__).resolve()), "--child-timing", str(image_npy),
+                       json.dumps(dataclasses.asdict(p)), "1", str(scale),
+                       "--child-model", s.path, "--child-engine", e, "--threads", str(threads),
+                       "--tile", str(args.tile)]
+                out = subprocess.run(cmd, capture_output=True, text=True, check=True)
+                got = json.loads(out.stdout.strip().splitlines()[-1])
+                for k in rows[e]:
+                    rows[e][k] += got[k]
         tiles_full = tile_count(den, z.shape, args.tile)
         for e in engine_names:
             t_full, t_net, t_crop = min(rows[e]["full"]), min(rows[e]["net"]), min(rows[e]["crop"])
