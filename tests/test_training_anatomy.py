@@ -15,7 +15,7 @@ from mammo_denoise.physics.params import NoiseParams
 from mammo_denoise.training import TrainConfig, train
 from mammo_denoise.training.data import ANATOMY_DETECTOR, PatchSampler, build_sources, split_sources
 
-from test_training import _few_threads  # noqa: F401  (autouse: one torch thread, as there)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def _film(seed, shape=(160, 128)):
