@@ -232,13 +232,13 @@ def _from_cache(entry: Path, load):
 class OpenVINOEngine(_NumpyEngine):
     name = "openvino"
 
-    def __init__(self, net: torch.nn.Module, card: dict, threads: int):
+    def __init__(self, net: torch.nn.Module, card: dict, threads: int, key: str):
         super().__init__()
         ov = importlib.import_module("openvino")
         core = ov.Core()
         config = {"INFERENCE_NUM_THREADS": int(threads), "PERFORMANCE_HINT": "LATENCY",
                   "INFERENCE_PRECISION_HINT": "f32"}  # never bf16, which this CPU would pick
-        entry = _entry(self.name, card, weights_key(net, card, self.name))
+        entry = _entry(self.name, card, key)
 
         def load(e):
             model = core.read_model(str(e / "model.xml"))
@@ -273,7 +273,7 @@ class OpenVINOEngine(_NumpyEngine):
 class OnnxRuntimeEngine(_NumpyEngine):
     name = "onnxruntime"
 
-    def __init__(self, net: torch.nn.Module, card: dict, threads: int):
+    def __init__(self, net: torch.nn.Module, card: dict, threads: int, key: str):
         super().__init__()
         ort = importlib.import_module("onnxruntime")
         so = ort.SessionOptions()
@@ -288,7 +288,7 @@ class OnnxRuntimeEngine(_NumpyEngine):
         def session(data: bytes):
             return ort.InferenceSession(data, so, providers=["CPUExecutionProvider"])
 
-        entry = _entry(self.name, card, weights_key(net, card, self.name))
+        entry = _entry(self.name, card, key)
         self._session = _from_cache(entry, lambda e: session((e / "model.onnx").read_bytes()))
         self.from_cache = self._session is not None
         if self._session is None:
@@ -320,13 +320,14 @@ def load_engine(name: str, net: torch.nn.Module, card: dict, threads: int):
     ``MammoDenoiseError``."""
     if name == "torch":
         return TorchEngine(net)
-    key = (name, weights_key(net, card, name), int(threads))
+    weights = weights_key(net, card, name)  # hashes every weight: once per call
+    key = (name, weights, int(threads))
     with _memo_lock:
         if key in _memo:
             _memo.move_to_end(key)
             return _memo[key]
     try:
-        engine = _CLASSES[name](net, card, threads)
+        engine = _CLASSES[name](net, card, threads, weights)
     except MammoDenoiseError:
         raise
     except Exception as exc:  # noqa: BLE001 - say it in one line; the caller may fall back

@@ -533,7 +533,8 @@ def denoise(image, model="default", params=None, meta=None, device="auto", tile:
     denoiser = _as_denoiser(model)
     dev = resolve_device(device)
     engine_name = resolve_engine(engine, dev)
-    if engine_name != "torch" and engine in ("auto", None) and not _registry_net(denoiser):
+    auto = engine is None or str(engine).strip().lower() == "auto"
+    if engine_name != "torch" and auto and not _registry_net(denoiser):
         engine_name = "torch"  # "auto" converts only the architectures whose graphs are tested
     if batch_size is None:
         batch_size = DEFAULT_BATCH_CPU if dev.type == "cpu" else DEFAULT_BATCH_GPU
@@ -582,7 +583,7 @@ def denoise(image, model="default", params=None, meta=None, device="auto", tile:
             try:
                 net = load_engine(engine_name, denoiser.net, denoiser.card, threads)
             except MammoDenoiseError:
-                if engine != "auto" and engine is not None:
+                if not auto:
                     raise
                 engine_name = "torch"  # "auto": a model the engine can't convert runs in PyTorch
         # With an engine, torch only scales the tiles: one thread, so that its idle OpenMP
