@@ -13,7 +13,7 @@ from mammo_denoise.errors import MammoDenoiseError
 from mammo_denoise.physics.anscombe import anscombe, expected_anscombe
 from mammo_denoise.physics.correlation import (NoiseCorrelation, correlated_detector_image, correlated_noise,
                                                measure_noise_correlation, neighbour_correlation,
-                                               neighbour_kernel)
+                                               neighbour_kernel, second_neighbour_correlation)
 from mammo_denoise.physics.dose import simulate_dose
 from mammo_denoise.physics.params import NoiseParams
 from mammo_denoise.physics.phantom import make_phantom
@@ -55,6 +55,14 @@ def test_kernel_noise_has_unit_variance_and_the_kernels_correlation():
     assert n.var() == pytest.approx(1.0, abs=0.03)
     cx, cy = neighbour_correlation(n)
     assert cx == pytest.approx(0.3, abs=0.03) and cy == pytest.approx(0.1, abs=0.03)
+
+
+@pytest.mark.parametrize("rho", [0.0, 0.3, 0.5])
+def test_second_neighbour_correlation_is_the_kernel_noises_lag_two_correlation(rho):
+    n = correlated_noise((512, 512), neighbour_kernel(rho), rng=3)
+    lag2 = float(np.mean(n[:, 2:] * n[:, :-2]) / n.var())
+    assert lag2 == pytest.approx(second_neighbour_correlation(rho), abs=0.01)
+    assert (second_neighbour_correlation(rho) > 0.02) == (rho > 0)
 
 
 @pytest.mark.parametrize("rho", [0.0, 0.3])

@@ -153,10 +153,10 @@ def _expected(noise) -> _Expected:
         return _Expected()  # an unusable record judges as the shipped models do
     if rho_x == 0.0 and rho_y == 0.0 and variance == 1.0:
         return _Expected()
-    from mammo_denoise.physics.correlation import _a_for_rho1, _rhos, second_difference_factor
+    from mammo_denoise.physics.correlation import second_difference_factor, second_neighbour_correlation
 
     d2 = second_difference_factor(rho_x, rho_y)  # E[d^2] / variance, d = D2x D2y z / 6
-    rho2 = [float(_rhos(_a_for_rho1(r))[1]) for r in (rho_x, rho_y)]
+    rho2 = [second_neighbour_correlation(r) for r in (rho_x, rho_y)]
     # 4x4 block mean of the kernel's noise, per axis: (4 + 2 (3 rho1 + 2 rho2)) / 16 of its variance
     lowfreq = float(np.prod([1.0 + (3.0 * r1 + 2.0 * r2) / 2.0
                              for r1, r2 in zip((rho_x, rho_y), rho2)]))

@@ -29,7 +29,8 @@ import numpy as np
 from mammo_denoise.physics.params import NoiseParams
 
 __all__ = ["NoiseCorrelation", "neighbour_kernel", "correlated_noise", "pooled",
-           "correlated_detector_image", "measure_noise_correlation", "neighbour_correlation"]
+           "correlated_detector_image", "measure_noise_correlation", "neighbour_correlation",
+           "second_neighbour_correlation", "second_difference_factor"]
 
 _A_GRID = np.linspace(-0.25, 0.8, 2101)
 
@@ -256,11 +257,17 @@ def measure_noise_correlation(image, params: NoiseParams, mask=None,
     return NoiseCorrelation(float(variance), rx1, ry1, n)
 
 
+def second_neighbour_correlation(rho1: float) -> float:
+    """The lag-2 correlation of the ``[a, 1, a]`` kernel's noise whose lag-1 correlation is
+    ``rho1``: ``a^2 / (1 + 2 a^2)`` (0.024 at rho1 = 0.3; 0 for white noise)."""
+    return float(_rhos(_a_for_rho1(rho1))[1])
+
+
 def second_difference_factor(rho_x: float, rho_y: float) -> float:
     """``E[d^2] / variance`` for the separable second difference ``d = D2x D2y z / 6`` that the
     noise fit (``physics.noise``) reads the noise from: 1 for white noise, 0.37 at rho1 = 0.3.
     A fit made on correlated noise gives ``factor x`` the pixel variance."""
-    fx, fy = (_f2(float(r), float(_rhos(_a_for_rho1(r))[1])) for r in (rho_x, rho_y))
+    fx, fy = (_f2(float(r), second_neighbour_correlation(r)) for r in (rho_x, rho_y))
     return fx * fy / 36.0
 
 
