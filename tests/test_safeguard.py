@@ -39,6 +39,14 @@ def test_a_fitting_model_is_left_alone(phantom):
     assert check.lowered_fraction < 0.01 and strength.min() > 0.8
 
 
+def test_where_nothing_is_lowered_the_result_is_the_networks_bit_for_bit(phantom):
+    z, _, params = phantom
+    raw = _denoised(z, params).astype(np.float32)
+    out, check = safeguard(z, raw, params)
+    assert check.lowered_fraction == 0 and check.mean_strength == 1.0
+    np.testing.assert_array_equal(out, raw)
+
+
 def test_gain_three_times_too_high_is_flagged_and_not_worse_than_the_input(phantom):
     z, truth, params = phantom
     wrong = NoiseParams(params.offset, 3.0 * params.gain, params.electronic_sigma)
