@@ -179,6 +179,17 @@ def test_wrong_gain_is_flagged_against_a_correlated_expectation(correlated, fact
     assert any("the input's noise is" in p for p in check.problems), check
 
 
+def test_the_detectors_true_gain_into_a_correlated_fine_tune_says_to_use_the_estimate(correlated, phantom):
+    z, clean, _ = correlated
+    true_params = phantom[2]
+    check, _ = check_removed(z, clean, true_params, _trained_for())
+    low = [p for p in check.problems if p.startswith("the input's noise is 0.")]
+    assert low and "parameters estimated from its images" in low[0], check.problems
+    # a gain 3x too low is not that case and gets no such hint
+    wrong = NoiseParams(true_params.offset, true_params.gain / 3.0, true_params.electronic_sigma)
+    assert not any("estimated from its images" in p for p in check_removed(z, clean, wrong, _trained_for())[0].problems)
+
+
 def test_white_unit_expectation_is_the_white_noise_check(phantom):
     from mammo_denoise.physics.correlation import NoiseCorrelation
 

@@ -241,7 +241,14 @@ def check_removed(noisy, denoised, params: NoiseParams,
     problems = []
     predict = ("the noise parameters predict" if not e.correlated else
                "the noise parameters and the model's trained-for detector noise predict")
-    if not SIGMA_BAND[0] <= input_sigma <= SIGMA_BAND[1]:
+    if e.correlated and input_sigma < SIGMA_BAND[0]:
+        # The noise fit reads correlated noise low, and the model was fine-tuned in the GAT
+        # domain of such fits: a detector's calibrated gain looks too low-noise to it.
+        problems.append(f"the input's noise is {input_sigma:.2f}x what {predict} (wrong gain, "
+                        "or not raw data; this model was fine-tuned with the noise parameters "
+                        "estimated from its images, so give it those, not the detector's "
+                        "calibrated ones)")
+    elif not SIGMA_BAND[0] <= input_sigma <= SIGMA_BAND[1]:
         problems.append(f"the input's noise is {input_sigma:.2f}x what {predict} "
                         "(wrong gain, or not raw data)")
     if not TREND_BAND[0] <= level_trend <= TREND_BAND[1]:
