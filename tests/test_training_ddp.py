@@ -140,3 +140,17 @@ def test_more_ranks_than_gpus_is_a_clear_error(monkeypatch):
     assert _pick_device("auto", 0, distributed=True, local_world=1) == torch.device("cuda", 0)
     assert _pick_device("cuda", 0, distributed=False, local_world=2) == torch.device("cuda", 0)
     assert _pick_device("cpu", 1, distributed=True, local_world=2) == torch.device("cpu")
+
+
+def test_a_spawned_fine_tune_that_does_not_improve_says_so(tmp_path):
+    # Each rank's NotImproved reaches the caller as NotImproved with its words, not as a
+    # generic "distributed training failed" (the CLI exits 3 on it, the panel keeps the model).
+    from mammo_denoise.training import NotImproved, TrainConfig, train
+
+    small = dict(phantoms=3, phantom_shape=(64, 64), arch_kwargs={"base": 4, "depth": 2}, patch=16,
+                 batch_size=2, epochs=1, iters_per_epoch=2, val_patches=4, seed=13, device="cpu")
+    base = train(TrainConfig(**small, out=tmp_path / "base.safetensors", command="base"))
+    still = tmp_path / "still.safetensors"
+    with pytest.raises(NotImproved, match=f"^fine-tuning did not improve on {base}: validation loss"):
+        train(TrainConfig(**small, init=base, lr=1e-12, out=still, command="still"), world_size=2)
+    assert not still.exists()

@@ -807,6 +807,14 @@ def _jsonable(obj):
 
 
 # ----------------------------------------------------------------------------- spawn
+@dataclass
+class _RankFailed:
+    """A rank's own error (NotImproved, a bad image...), sent to the parent so that it raises
+    that error with its words rather than a generic failure with a child's traceback."""
+
+    error: MammoDenoiseError
+
+
 def _spawn_entry(rank, world_size, init_method, config, queue, stop_event):
     import torch.distributed as dist
 
@@ -822,6 +830,9 @@ def _spawn_entry(rank, world_size, init_method, config, queue, stop_event):
     dctx = _Dist(rank, world_size, rank, owns_group=True)
     try:
         _run(config, queue.put if rank == 0 else None, stop_event.is_set, dctx)
+    except MammoDenoiseError as exc:
+        queue.put(_RankFailed(exc))
+        raise
     finally:
         dist.destroy_process_group()
 
@@ -835,13 +846,17 @@ def _spawn(config, progress, cancel, world_size) -> Path:
     tmpdir = tempfile.mkdtemp(prefix="mammo-ddp-")
     init_method = f"file://{Path(tmpdir, 'rendezvous').as_posix()}"
 
-    def drain():
+    failures: list[MammoDenoiseError] = []
+
+    def drain(wait: float = 0.0):
         while True:
             try:
-                msg = queue.get_nowait()
+                msg = queue.get(timeout=wait) if wait else queue.get_nowait()
             except Exception:
                 return
-            if progress is not None:
+            if isinstance(msg, _RankFailed):
+                failures.append(msg.error)
+            elif progress is not None:
                 progress(msg)
 
     pc = mp.start_processes(_spawn_entry, args=(world_size, init_method, config, queue, stop),
@@ -851,9 +866,11 @@ def _spawn(config, progress, cancel, world_size) -> Path:
             try:
                 done = pc.join(timeout=0.2)
             except Exception as exc:  # a rank failed; the others were terminated by join()
-                drain()
+                drain(wait=1.0)  # a dying rank's last put may still be in its queue's pipe
                 if stop.is_set():
                     raise Cancelled("training cancelled") from None
+                if failures:
+                    raise failures[0] from None
                 text = str(exc).strip().splitlines()
                 raise MammoDenoiseError(
                     f"distributed training failed: {text[-1] if text else exc}") from exc
