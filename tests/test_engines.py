@@ -189,6 +189,24 @@ def test_engine_keeps_its_own_weights_and_survives_release(engine, fresh):
 # ----------------------------------------------------------------------------- the cache
 @needs_engine
 @pytest.mark.parametrize("engine", FAST)
+def test_converting_leaves_the_processs_stdout_and_stderr_alone(default, engine, monkeypatch, fresh):
+    # Another thread's prints (the napari console, a log handler) must not vanish while an
+    # engine converts the network.
+    seen = []
+    real = engines._example
+
+    def example(net):
+        seen.append((sys.stdout, sys.stderr))
+        return real(net)
+
+    monkeypatch.setattr(engines, "_example", example)
+    out, err = sys.stdout, sys.stderr
+    denoise(_raw((48, 52)), default, PARAMS, device="cpu", tile=None, engine=engine, safeguard=False)
+    assert seen and all(o is out and e is err for o, e in seen)
+
+
+@needs_engine
+@pytest.mark.parametrize("engine", FAST)
 def test_cache_is_reused_written_atomically_and_quiet(default, engine, cache, capfd, fresh):
     z = _raw((48, 52))
     with warnings.catch_warnings(record=True) as caught:

@@ -166,9 +166,9 @@ def _prune(folder: Path, keep: int) -> None:
 
 @contextlib.contextmanager
 def _quiet():
-    """No exporter warnings (TracerWarning, deprecations) or prints reach the user."""
-    with warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()), \
-            contextlib.redirect_stderr(io.StringIO()):
+    """No exporter warnings (TracerWarning, deprecations) reach the user. The exporters print
+    nothing (tested); sys.stdout is left alone, so other threads' prints are not lost."""
+    with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         yield
 
