@@ -247,13 +247,12 @@ def summarise(rows, methods):
 
 
 def main(argv=None):
-    p = C.parser(__doc__, mias=C.MIAS, models=["default"], regions=40, size=256, seed=27)
+    p = C.parser(__doc__, mias=C.MIAS, models=["default"], regions=40, size=256, seed=27,
+                 threads=None, name="real_anatomy")
     p.add_argument("--doses", type=float, nargs="+", default=[0.1, 0.2, 0.5])
     p.add_argument("--true-params", action="store_true",
                    help="also run each model with the true detector parameters (as BM3D is)")
     p.add_argument("--cache", type=Path, default=None, help="folder for BM3D outputs per case")
-    p.add_argument("--out", default="real_anatomy", help="results/<OUT>.json")
-    p.add_argument("--threads", type=int, default=None)
     p.add_argument("--jobs", type=int, default=1, help="processes, one region each at a time")
     args = p.parse_args(argv)
     started = time.perf_counter()
@@ -265,7 +264,7 @@ def main(argv=None):
             extra = (f"  vs BM3D {C.fmt_ms(e['minus_bm3d_db'])} dB  worse {e['worse_than_input']}"
                      f"/{e['regions']}" if "minus_bm3d_db" in e else "")
             print(f"  {m:40s} PSNR {C.fmt_ms(e['psnr'])}  SSIM {C.fmt_ms(e['ssim'], 4)}{extra}")
-    C.write_result(args.out, {
+    C.write_result(args.name, {
         "settings": {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()
                      if k not in ("cache",)},
         "models": [{"label": s.label, "path": str(s.path)} for s in specs],
