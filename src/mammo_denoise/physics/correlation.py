@@ -252,7 +252,7 @@ def measure_noise_correlation(image, params: NoiseParams, mask=None,
     if np.isfinite(flat):
         variance = flat / _flat_level_of_noise(rx1, ry1)
     else:  # too few whole blocks: the robust variance over every pixel (anatomy adds to it)
-        rx2, ry2 = (float(_rhos(_a_for_rho1(r))[1]) for r in (rx1, ry1))
+        rx2, ry2 = (second_neighbour_correlation(r) for r in (rx1, ry1))
         variance = v22 / (_f2(rx1, rx2) * _f2(ry1, ry2))
     return NoiseCorrelation(float(variance), rx1, ry1, n)
 
