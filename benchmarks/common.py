@@ -35,6 +35,8 @@ MIAS = ROOT.parent / "shared" / "data" / "mias"  # the mini-MIAS films (physics.
 #: ``SeedSequence([seed, 0x50484E, i]).generate_state(1)[0]`` (32-bit hashes, training/data.py),
 #: so a collision with 10_000..10_999 is checked explicitly by :func:`check_seed_disjoint`.
 TEST_SEED0 = 10_000
+#: issue #27's bar on the phantom: the default at least this far above BM3D (paired mean, dB)
+PHANTOM_PSNR_BAR_DB = 0.2
 
 #: Table 1 of the first seed (Eckert et al. 2019), 80 % dose reduction, as far as the garbled
 #: text extraction allows (see BENCHMARKS.md): PSNR [dB], SSIM, sigma_image.
