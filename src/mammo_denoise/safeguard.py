@@ -190,13 +190,14 @@ def check_removed(noisy, denoised, params: NoiseParams,
     from mammo_denoise.physics.anscombe import anscombe
     from mammo_denoise.physics.noise import _second_difference_detail
 
-    z = np.asarray(noisy, np.float64)
+    # float32 throughout: the GAT's rounding (~1e-5) is nothing beside unit noise, and a full
+    # field's temporaries stay ~35 MB each
+    z = np.asarray(noisy, np.float32)
     e = _expected(expected_noise)
     if min(z.shape) < 2 * WINDOW:  # too few pixels to measure a noise level: nothing to say
         return RemovedCheck(1.0, 1.0, 1.0, 1.0, 1.0, 0.0, 1.0, ()), np.ones(z.shape, np.float32)
-    # float32 from here: statistics need no more, and a full field stays ~35 MB per array
-    y = anscombe(z, params).astype(np.float32)
-    r = y - anscombe(np.asarray(denoised, np.float64), params).astype(np.float32)
+    y = anscombe(z, params)
+    r = y - anscombe(np.asarray(denoised, np.float32), params)
     exposed = _exposed(z, params)
     del z
     if exposed.sum() < 64:
