@@ -34,6 +34,18 @@ def test_physics_md_check_values():
     assert float(inverse_anscombe(e_half, method="exact")) == pytest.approx(0.501, abs=1e-3)
 
 
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+def test_forward_leaves_its_input_alone_and_keeps_types(dtype):
+    p = NoiseParams(offset=40.0, gain=0.8, electronic_sigma=2.0)
+    z = np.linspace(0.0, 900.0, 64, dtype=dtype).reshape(8, 8)
+    before = z.copy()
+    y = anscombe(z, p)
+    np.testing.assert_array_equal(z, before)  # computed in place, but on its own copy
+    assert y.dtype == dtype and y.shape == z.shape
+    assert np.isscalar(anscombe(100.0, p)) and anscombe(100.0, p) == pytest.approx(
+        2.0 / 0.8 * np.sqrt(0.8 * 100.0 + 0.375 * 0.8**2 + 2.0**2 - 0.8 * 40.0))
+
+
 def test_classic_forward_values():
     x = np.array([0.0, 1.0, 10.0])
     np.testing.assert_allclose(anscombe(x), 2 * np.sqrt(x + 3 / 8))

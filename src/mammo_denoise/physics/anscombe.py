@@ -139,6 +139,19 @@ def anscombe(z, params=None):
     Same type as ``z`` (numpy: the input's floating dtype, float64 for integers).
     """
     work, finish = _prepare(z)
+    if isinstance(work, np.ndarray):
+        # The same operations in place on one new array: a full field's seven temporaries cost
+        # more in first page touches than the arithmetic (BENCHMARKS.md section 4).
+        g, mu, s2 = _shift_scale(params)
+        x = np.array(work, dtype=np.float64)  # a copy (0-d for a scalar, so that out= works)
+        x -= mu
+        x /= g
+        x += s2
+        x += 0.375
+        np.clip(x, 0.0, None, out=x)
+        np.sqrt(x, out=x)
+        x *= 2.0
+        return finish(x)
     x = _to_shifted_counts(work, params)
     return finish(2.0 * (x + 0.375).clip(min=0.0) ** 0.5)
 
