@@ -45,6 +45,7 @@ def test_where_nothing_is_lowered_the_result_is_the_networks_bit_for_bit(phantom
     out, check = safeguard(z, raw, params)
     assert check.lowered_fraction == 0 and check.mean_strength == 1.0
     np.testing.assert_array_equal(out, raw)
+    assert not np.shares_memory(out, raw)  # the caller's array is not handed back
 
 
 def test_gain_three_times_too_high_is_flagged_and_not_worse_than_the_input(phantom):

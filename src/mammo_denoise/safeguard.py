@@ -303,11 +303,12 @@ def check_removed(noisy, denoised, params: NoiseParams,
 
 def safeguard(noisy, denoised, params: NoiseParams,
               expected_noise=None) -> tuple[np.ndarray, RemovedCheck]:
-    """The denoised frame with the fallback strength applied, and the check behind it
+    """The denoised frame with the fallback strength applied (a new float32 array; where nothing
+    was lowered, the denoised frame's values exactly), and the check behind it
     (``expected_noise``: :func:`check_removed`)."""
     check, strength = check_removed(noisy, denoised, params, expected_noise)
     if check.mean_strength == 1.0:
-        return np.asarray(denoised, np.float32), check
+        return np.array(denoised, np.float32), check
     z = np.asarray(noisy, np.float32)
     out = z + strength * (np.asarray(denoised, np.float32) - z)
     return out.astype(np.float32), check
