@@ -143,7 +143,8 @@ def anscombe(z, params=None):
         # The same operations in place on one new array: a full field's seven temporaries cost
         # more in first page touches than the arithmetic (BENCHMARKS.md section 4).
         g, mu, s2 = _shift_scale(params)
-        x = np.array(work, dtype=np.float64)  # a copy (0-d for a scalar, so that out= works)
+        # work is float64 already; copy it only where it is still the caller's array
+        x = work.copy() if np.may_share_memory(work, z) else work
         x -= mu
         x /= g
         x += s2
